@@ -1,0 +1,6 @@
+"""nfebench models: pretrained diffusion models behind one interface (`load_model`, `list_models`)."""
+from .base import DiffusionModel, Reference, list_models, load_model, model_options, register_model
+
+from . import gmm2d  # noqa: E402,F401  (registers)
+
+__all__ = ["DiffusionModel", "Reference", "list_models", "load_model", "model_options", "register_model"]

@@ -1,0 +1,98 @@
+"""The model interface every benchmark model implements, and the model registry."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from solvers.options import SpecError, closest, coerce_options, parse_spec
+
+
+class DiffusionModel:
+    """A pretrained (or exact) diffusion model behind one interface.
+
+    schedule:  the solvers' NoiseSchedule it was trained with
+    prediction: what forward returns: 'eps', 'x0' or 'v'
+    shape:     per-sample shape
+    num_classes: None when unconditional; class label `num_classes` is the null label (classifier-free guidance)
+    reference: the data its samples are scored against (see `Reference`)
+    feature_extractor: name of the torch-fidelity feature extractor used for its FID ('data' = the raw data space)
+    """
+
+    name = "?"
+    spec = "?"
+    prediction = "eps"
+    shape: tuple = ()
+    num_classes: int | None = None
+    feature_extractor = "data"
+    dtype = torch.float32
+    device = "cpu"
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Network output at continuous times t (a (N,) float64 tensor; map with schedule.model_time)."""
+        raise NotImplementedError
+
+    def __call__(self, x, t, y=None):
+        return self.forward(x, t, y)
+
+    def to(self, device):
+        self.device = device
+        return self
+
+    @property
+    def reference(self) -> "Reference":
+        raise NotImplementedError
+
+
+class Reference:
+    """What samples are scored against: exact moments and/or reference samples."""
+
+    def __init__(self, samples: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                 mean: torch.Tensor | None = None, cov: torch.Tensor | None = None,
+                 sampler: Callable | None = None):
+        self.samples, self.labels, self.mean, self.cov, self._sampler = samples, labels, mean, cov, sampler
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        if self._sampler is None:
+            raise NotImplementedError("this reference has no exact sampler")
+        return self._sampler(n, generator)
+
+
+_MODELS: dict[str, tuple[Callable, dict, dict, str]] = {}
+
+
+def register_model(name: str, defaults: dict | None = None, choices: dict | None = None):
+    """Register a factory `f(**options) -> DiffusionModel`; its docstring's first line is the summary."""
+    def deco(factory):
+        summary = (factory.__doc__ or "").strip().splitlines()[0] if factory.__doc__ else ""
+        _MODELS[name] = (factory, defaults or {}, choices or {}, summary)
+        return factory
+    return deco
+
+
+def list_models() -> dict[str, str]:
+    return {name: entry[3] for name, entry in sorted(_MODELS.items())}
+
+
+def model_options(spec: str) -> tuple[str, dict]:
+    """Parse and validate a model spec without building the model."""
+    name, raw = parse_spec(spec, "model")
+    if name.startswith("hf:"):
+        return name, raw
+    if name not in _MODELS:
+        raise SpecError(f"unknown model '{name}'; closest registered: {closest(name, _MODELS)}"
+                        " (see `nfebench list models`)")
+    _, defaults, choices, _ = _MODELS[name]
+    return name, coerce_options(f"model '{name}'", raw, defaults, choices)
+
+
+def load_model(spec: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> DiffusionModel:
+    name, opts = model_options(spec)
+    if name.startswith("hf:"):
+        from .hub import load_hub_model
+        model = load_hub_model(name[3:], **opts)
+    else:
+        model = _MODELS[name][0](**opts)
+    model.name, model.spec = name, spec
+    model.dtype = dtype
+    return model.to(device)

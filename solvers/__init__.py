@@ -1,0 +1,18 @@
+"""nfebench solvers: noise schedules, time grids, the counting Denoiser and the sampler registry.
+
+Pure math on tensors: no I/O, and no imports from `models` or `bench`.
+"""
+from .denoiser import Denoiser, NFEBudgetExceeded, Prediction
+from .grids import GRIDS, make_grid
+from .options import SpecError, parse_spec
+from .registry import Solver, get_solver, list_solvers, register_solver
+from .schedules import SCHEDULES, VE, NoiseSchedule, VPCosine, VPDiscrete, VPLinear
+
+# importing the modules registers their solvers
+from . import ddim, dpm_solver, dpmpp, edm, ode  # noqa: E402,F401
+
+__all__ = [
+    "Denoiser", "NFEBudgetExceeded", "Prediction", "GRIDS", "make_grid", "SpecError", "parse_spec",
+    "Solver", "get_solver", "list_solvers", "register_solver", "SCHEDULES", "VE", "NoiseSchedule",
+    "VPCosine", "VPDiscrete", "VPLinear",
+]

@@ -1,0 +1,94 @@
+"""The counting Denoiser: the only way a solver reaches the network.
+
+It converts any prediction type (eps, x0, v) to x0(x, t) and eps(x, t), applies classifier-free guidance
+(one guided evaluation counts as ONE NFE, as in the DPM-Solver and DC-Solver papers; the conditional and
+unconditional passes are batched) and counts every evaluation. Spending past `budget` raises
+NFEBudgetExceeded before the network is called.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .schedules import as_t
+
+
+class NFEBudgetExceeded(RuntimeError):
+    pass
+
+
+@dataclass
+class Prediction:
+    x0: torch.Tensor
+    eps: torch.Tensor
+
+
+def bcast(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A per-sample (N,) or scalar coefficient shaped to multiply x (N, ...), in x's dtype."""
+    c = torch.as_tensor(c).to(dtype=x.dtype, device=x.device)
+    if c.dim() == 0:
+        return c
+    return c.reshape(-1, *([1] * (x.dim() - 1)))
+
+
+class Denoiser:
+    def __init__(self, model, y=None, guidance: float = 1.0, budget: int | None = None):
+        self.model = model
+        self.schedule = model.schedule
+        self.guidance = float(guidance)
+        self.budget = budget
+        self.nfe = 0
+        if y is not None:
+            y = torch.as_tensor(y, dtype=torch.long)
+        self.y = y
+        if self.guidance != 1.0 and (getattr(model, "num_classes", None) is None or y is None):
+            raise ValueError("classifier-free guidance != 1 needs a class-conditional model and labels y")
+
+    @property
+    def remaining(self) -> int | None:
+        return None if self.budget is None else self.budget - self.nfe
+
+    def _count(self):
+        if self.budget is not None and self.nfe + 1 > self.budget:
+            raise NFEBudgetExceeded(f"NFE budget of {self.budget} exhausted")
+        self.nfe += 1
+
+    def _eps_of(self, out, x, a, s):
+        kind = self.model.prediction
+        if kind == "eps":
+            return out
+        if kind == "x0":
+            return (x - a * out) / s
+        if kind == "v":  # v = alpha eps - sigma x0  =>  eps = alpha v + sigma x
+            return a * out + s * x
+        raise ValueError(f"unknown prediction type {kind!r}")
+
+    def predict(self, x: torch.Tensor, t) -> Prediction:
+        """One network evaluation (1 NFE) at time t (scalar or per-sample (N,) tensor)."""
+        self._count()
+        n = x.shape[0]
+        t = as_t(t).to(x.device)
+        t_vec = t.expand(n) if t.dim() == 0 else t
+        a = bcast(self.schedule.alpha(t_vec), x)
+        s = bcast(self.schedule.sigma(t_vec), x)
+        y = self.y
+        if y is not None:
+            y = y.to(x.device)
+        if self.guidance == 1.0:
+            eps = self._eps_of(self.model.forward(x, t_vec, y), x, a, s)
+        else:
+            null = torch.full_like(y, self.model.num_classes)
+            out = self.model.forward(torch.cat([x, x]), torch.cat([t_vec, t_vec]), torch.cat([y, null]))
+            a2, s2 = torch.cat([a, a]) if a.dim() else a, torch.cat([s, s]) if s.dim() else s
+            e = self._eps_of(out, torch.cat([x, x]), a2, s2)
+            e_c, e_u = e[:n], e[n:]
+            eps = e_u + self.guidance * (e_c - e_u)
+        x0 = (x - s * eps) / a
+        return Prediction(x0=x0, eps=eps)
+
+    def x0(self, x, t) -> torch.Tensor:
+        return self.predict(x, t).x0
+
+    def eps(self, x, t) -> torch.Tensor:
+        return self.predict(x, t).eps

@@ -1,0 +1,81 @@
+"""Time grids t_0 = T > t_1 > ... > t_M: the named discretizations every solver can run on."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .schedules import F64, NoiseSchedule
+
+
+def time_uniform(schedule: NoiseSchedule, steps: int, **_):
+    return torch.linspace(schedule.T, schedule.t_min, steps + 1, dtype=F64)
+
+
+def logSNR(schedule: NoiseSchedule, steps: int, **_):
+    """Uniform in lambda (DPM-Solver's recommendation for low-resolution pixel models)."""
+    lam = torch.linspace(float(schedule.lambda_(schedule.T)), float(schedule.lambda_(schedule.t_min)),
+                         steps + 1, dtype=F64)
+    t = schedule.t_of_lambda(lam)
+    t[0], t[-1] = schedule.T, schedule.t_min  # exact endpoints despite the round trip
+    return t
+
+
+def time_quadratic(schedule: NoiseSchedule, steps: int, **_):
+    return torch.linspace(schedule.T ** 0.5, schedule.t_min ** 0.5, steps + 1, dtype=F64) ** 2
+
+
+def karras(schedule: NoiseSchedule, steps: int, rho: float = 7.0, **_):
+    """EDM's rho-polynomial grid in sigma~ = sigma/alpha = exp(-lambda) (EDM eq. 5)."""
+    s_max = float(torch.exp(-schedule.lambda_(schedule.T)))
+    s_min = float(torch.exp(-schedule.lambda_(schedule.t_min)))
+    ramp = torch.linspace(0, 1, steps + 1, dtype=F64)
+    sig = (s_max ** (1 / rho) + ramp * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
+    t = schedule.t_of_lambda(-torch.log(sig))
+    t[0], t[-1] = schedule.T, schedule.t_min
+    return t
+
+
+# diffusers' integer-timestep spacings for discrete models. The grid holds the evaluated training steps
+# followed by the data point t = 0, the final jump to x0 that diffusers' schedulers make
+# (DDIM set_alpha_to_one, DPM-Solver/UniPC final_sigmas_type="zero").
+def _steps_to_grid(schedule, steps_desc):
+    if schedule.num_train_steps is None:
+        raise ValueError(f"grid needs a discrete (training-step) schedule; {schedule.name} is continuous")
+    t = schedule.t_of_step(torch.as_tensor(np.asarray(steps_desc, dtype=np.float64)))
+    return torch.cat([t, torch.zeros(1, dtype=F64)])
+
+
+def leading(schedule, steps: int, **_):
+    """diffusers DDIM/PNDM 'leading': k * (N // M) for k = M-1..0."""
+    N = schedule.num_train_steps or 0
+    return _steps_to_grid(schedule, np.arange(steps - 1, -1, -1) * (N // steps))
+
+
+def trailing(schedule, steps: int, **_):
+    N = schedule.num_train_steps or 0
+    return _steps_to_grid(schedule, np.round(np.arange(N, 0, -N / steps)) - 1)
+
+
+def linspace(schedule, steps: int, **_):
+    """diffusers DPMSolverMultistep/UniPC 'linspace': round(linspace(0, N-1, M+1))[::-1][:-1]."""
+    N = schedule.num_train_steps or 0
+    return _steps_to_grid(schedule, np.round(np.linspace(0, N - 1, steps + 1))[::-1][:-1])
+
+
+GRIDS = {
+    "time_uniform": time_uniform,
+    "logSNR": logSNR,
+    "time_quadratic": time_quadratic,
+    "karras": karras,
+    "leading": leading,
+    "trailing": trailing,
+    "linspace": linspace,
+}
+
+
+def make_grid(name: str, schedule: NoiseSchedule, steps: int, **opts) -> torch.Tensor:
+    if name not in GRIDS:
+        raise ValueError(f"unknown grid '{name}'; accepted: {', '.join(GRIDS)}")
+    if steps < 1:
+        raise ValueError(f"a grid needs at least 1 step, got {steps}")
+    return GRIDS[name](schedule, steps, **opts)

@@ -1,0 +1,96 @@
+"""The solver registry: register_solver(name) decorates a Solver class; get_solver('name:key=val') builds one."""
+from __future__ import annotations
+
+import torch
+
+from .grids import GRIDS, make_grid
+from .options import SpecError, closest, coerce_options, parse_spec
+
+_REGISTRY: dict[str, type] = {}
+
+
+def register_solver(name: str):
+    def deco(cls):
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"solver '{name}' is already registered")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+    return deco
+
+
+def _ensure_plugins():
+    from . import plugins  # noqa: F401  (entry points of group nfebench.solvers, loaded once)
+    plugins.load_entry_points()
+
+
+def get_solver(spec: str) -> "Solver":
+    _ensure_plugins()
+    name, raw = parse_spec(spec, "solver")
+    if name not in _REGISTRY:
+        raise SpecError(f"unknown solver '{name}'; closest registered: {closest(name, _REGISTRY)}"
+                        " (see `nfebench list solvers`)")
+    return _REGISTRY[name](**raw)
+
+
+def list_solvers() -> dict[str, str]:
+    _ensure_plugins()
+    return {name: cls.summary() for name, cls in sorted(_REGISTRY.items())}
+
+
+class Solver:
+    """Base class. A solver is stateless between calls to `sample`."""
+
+    name = "?"
+    order: float = 1          # nominal convergence order
+    min_nfe: int = 1
+    nfe_per_step: int = 1     # network evaluations per grid interval
+    default_grid = "logSNR"   # the discretization its paper used
+    stochastic = False
+    adaptive = False          # adaptive step size: NFE is what it used, not a budget
+    defaults: dict = {}       # option name -> default value (its type is the option's type)
+    choices: dict = {}        # option name -> accepted values
+
+    def __init__(self, **options):
+        defaults = {"grid": self.default_grid, "rho": 7.0, **self.defaults}
+        choices = {"grid": tuple(GRIDS), **self.choices}
+        opts = coerce_options(f"solver '{self.name}'", options, defaults, choices)
+        self.given = {k: opts[k] for k in options}
+        for key, value in opts.items():
+            setattr(self, key, value)
+        self.check()
+
+    def check(self):
+        """Validate option combinations (raise SpecError)."""
+
+    @classmethod
+    def summary(cls) -> str:
+        return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+
+    @property
+    def spec(self) -> str:
+        """Canonical spec string of this configured solver."""
+        if not self.given:
+            return self.name
+        return self.name + ":" + ",".join(f"{k}={_fmt(v)}" for k, v in self.given.items())
+
+    def steps_for(self, nfe: int) -> int:
+        """Number of grid intervals that spends exactly `nfe` evaluations (or as close below as possible)."""
+        if nfe < self.min_nfe:
+            raise SpecError(f"NFE {nfe} is below the minimum for solver '{self.name}': {self.min_nfe}")
+        return max(1, nfe // self.nfe_per_step)
+
+    def grid_for(self, schedule, nfe: int) -> torch.Tensor:
+        return make_grid(self.grid, schedule, self.steps_for(nfe), rho=self.rho)
+
+    def sample(self, denoiser, x_T: torch.Tensor, grid: torch.Tensor, generator=None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __repr__(self):
+        return f"<solver {self.spec}>"
+
+
+def _fmt(v):
+    if isinstance(v, bool):
+        return str(v).lower()
+    return str(v)
