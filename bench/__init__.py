@@ -1,0 +1,1 @@
+"""nfebench harness: specs, grid runner, result store, metrics, tables, plots, CLI."""

@@ -1,0 +1,187 @@
+"""The `nfebench` command line: list, run, table, plot, train."""
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib.resources import files
+from pathlib import Path
+
+from solvers.options import SpecError
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit status 2, no usage dump
+        raise UsageError(message)
+
+
+def _suite_path(name: str) -> Path:
+    return Path(str(files("bench") / "suites" / f"{name}.toml"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="nfebench", description="Benchmark diffusion samplers at fixed NFE budgets.")
+    sub = p.add_subparsers(dest="cmd", parser_class=_Parser)
+
+    ls = sub.add_parser("list", help="list registered solvers or models")
+    ls.add_argument("what", nargs="?", choices=["solvers", "models"], default=None)
+    ls.add_argument("--plugin", action="append", default=[], help="load solvers from a Python file")
+
+    run = sub.add_parser("run", help="run a benchmark grid (default: the quick suite)")
+    run.add_argument("spec", nargs="?", help="a TOML spec file or a shipped suite name (quick, standard)")
+    run.add_argument("--models")
+    run.add_argument("--solvers")
+    run.add_argument("--nfe")
+    run.add_argument("--guidance")
+    run.add_argument("--seeds")
+    run.add_argument("--samples", type=int)
+    run.add_argument("--batch-size", dest="batch_size", type=int)
+    run.add_argument("--metrics")
+    run.add_argument("--device")
+    run.add_argument("--dtype")
+    run.add_argument("--out")
+    run.add_argument("--plugin", action="append", default=None, help="load solvers from a Python file")
+    run.add_argument("--inception-weights", dest="inception_weights")
+    run.add_argument("--fid-stats", dest="fid_stats")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--no-plots", action="store_true")
+
+    tb = sub.add_parser("table", help="print the tables of a run")
+    tb.add_argument("run")
+    tb.add_argument("--metric", default="fid", choices=["fid", "kid", "traj_rmse", "cond_acc", "diverged_frac"])
+    tb.add_argument("--format", default="md", choices=["md", "csv", "latex"])
+
+    pl = sub.add_parser("plot", help="draw the plots of a run")
+    pl.add_argument("run")
+
+    tr = sub.add_parser("train", help="train an embedded model from scratch")
+    tr.add_argument("name")
+    tr.add_argument("--out", default=None, help="directory for the weights (default: the package's weights/)")
+    tr.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def resolve_spec(args):
+    from .spec import RunSpec
+    if args.spec is None:
+        spec = RunSpec.from_toml(_suite_path("quick"))
+        spec.out = spec.out if spec.out else "results/quick"
+    elif Path(args.spec).suffix == ".toml" or Path(args.spec).exists():
+        spec = RunSpec.from_toml(args.spec)
+    elif _suite_path(args.spec).is_file():
+        spec = RunSpec.from_toml(_suite_path(args.spec))
+    else:
+        raise SpecError(f"spec '{args.spec}' is neither a TOML file nor a shipped suite (quick, standard)")
+    flags = {k: getattr(args, k) for k in ("models", "solvers", "nfe", "guidance", "seeds", "samples", "batch_size",
+                                            "metrics", "device", "dtype", "out", "inception_weights", "fid_stats")}
+    if args.plugin:
+        flags["plugins"] = list(spec.plugins) + args.plugin
+    spec.update(flags)
+    return spec
+
+
+def cmd_run(args) -> int:
+    from .plots import plot_run
+    from .runner import Runner
+    from .tables import write_tables
+
+    spec = resolve_spec(args)
+    progress = None
+    if not args.quiet and sys.stderr.isatty():
+        from functools import partial
+
+        from tqdm import tqdm
+        progress = partial(tqdm, unit="cell", dynamic_ncols=True)
+    log = (lambda *a: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    runner = Runner(spec, spec.out, progress=progress, log=log)
+    summary = runner.run()
+    df = summary["results"]
+    if len(df):
+        write_tables(df, spec.out)
+        if not args.no_plots:
+            plot_run(spec.out)
+    if not args.quiet:
+        from .tables import to_markdown
+        if len(df):
+            print(to_markdown(df, "fid"))
+        print(f"wrote {spec.out}/results.csv, fid_vs_nfe.md and plots", file=sys.stderr)
+    if summary["failed"]:
+        print(f"nfebench: {len(summary['failed'])} cell(s) failed; rerun the same command to retry them",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_list(args) -> int:
+    from models import list_models
+    from solvers import list_solvers
+    from solvers.plugins import load_plugin_file
+    for p in args.plugin:
+        load_plugin_file(p)
+    if args.what in (None, "solvers"):
+        print("solvers:")
+        for name, summary in list_solvers().items():
+            print(f"  {name:<16} {summary}")
+    if args.what in (None, "models"):
+        print("models:")
+        for name, summary in list_models().items():
+            print(f"  {name:<16} {summary}")
+        print(f"  {'hf:<repo|dir>':<16} a diffusers UNet2DModel checkpoint (needs the 'hub' extra)")
+    return 0
+
+
+def cmd_table(args) -> int:
+    from .store import load_results
+    from .tables import render
+    df = load_results(args.run)
+    if args.metric not in df.columns or df[args.metric].isna().all():
+        raise SpecError(f"run {args.run} has no values for metric '{args.metric}'")
+    print(render(df, args.metric, args.format), end="")
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from .plots import plot_run
+    for p in plot_run(args.run):
+        print(p)
+    return 0
+
+
+def cmd_train(args) -> int:
+    try:
+        from models.training import TRAINERS
+    except ImportError:
+        TRAINERS = {}
+    if args.name not in TRAINERS:
+        raise SpecError(f"nothing to train named '{args.name}'; accepted: {', '.join(TRAINERS) or 'none'}")
+    out = Path(args.out) if args.out else None
+    path = TRAINERS[args.name](out, seed=args.seed) if out else TRAINERS[args.name](None, seed=args.seed)
+    print(f"wrote {path}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "table": cmd_table, "plot": cmd_plot, "train": cmd_train}
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.cmd is None:
+            parser.print_help()
+            return 2
+        return COMMANDS[args.cmd](args)
+    except (UsageError, SpecError, FileNotFoundError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"nfebench: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nfebench: interrupted; finished cells are saved, rerun to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

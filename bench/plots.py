@@ -1,0 +1,190 @@
+"""Plots of a run: metric vs NFE, trajectory error vs NFE with fitted slopes, sample grids.
+
+Each solver keeps its colour and marker in every plot (a fixed function of its spec string)."""
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .tables import LOWER_IS_BETTER, METRIC_NAMES, summarize  # noqa: E402
+
+# 26 distinguishable colours (tab20 without its greys, then Dark2), none close to the grey density plots
+_COLORS = [c for i, c in enumerate(plt.get_cmap("tab20").colors) if i not in (14, 15)] + list(plt.get_cmap("Dark2").colors)
+_MARKERS = "os^vD<>pPhX*d"
+
+
+def style(solver: str) -> dict:
+    """Stable colour and marker per solver: the colour follows the solver's name in the sorted registry, the
+    marker its options, so the same solver looks the same in every plot and every run."""
+    from solvers import list_solvers
+    name, _, opts = solver.partition(":")
+    names = list(list_solvers())
+    idx = names.index(name) if name in names else int(hashlib.md5(name.encode()).hexdigest(), 16)
+    m = int(hashlib.md5(opts.encode()).hexdigest(), 16) % len(_MARKERS) if opts else idx % len(_MARKERS)
+    return {"color": _COLORS[idx % len(_COLORS)], "marker": _MARKERS[m]}
+
+
+def _slug(*parts) -> str:
+    return "_".join(str(p).replace(":", "-").replace("/", "-").replace(",", "-").replace("=", "") for p in parts)
+
+
+def fit_slope(nfe, err) -> float:
+    nfe, err = np.asarray(nfe, float), np.asarray(err, float)
+    ok = np.isfinite(err) & (err > 0)
+    if ok.sum() < 2:
+        return math.nan
+    return float(np.polyfit(np.log(nfe[ok]), np.log(err[ok]), 1)[0])
+
+
+def metric_vs_nfe(df, metric: str, out_dir: Path, loglog: bool | None = None) -> list[Path]:
+    """One figure per (model, guidance): metric against NFE, one line per solver, 95% band over seeds."""
+    paths = []
+    s = summarize(df, metric)
+    for (model, g), part in s.groupby(["model", "guidance"], sort=True):
+        if part["mean"].notna().sum() == 0:
+            continue
+        fig, ax = plt.subplots(figsize=(7.5, 4.8))
+        for solver, line in part.groupby("solver", sort=False):
+            line = line.sort_values("nfe")
+            st = style(solver)
+            label = solver
+            if metric == "traj_rmse":
+                label = f"{solver} (slope {fit_slope(line['nfe'], line['mean']):.2f})"
+            ax.plot(line["nfe"], line["mean"], label=label, lw=1.6, ms=5, **st)
+            if line["ci95"].notna().any():
+                ax.fill_between(line["nfe"], line["mean"] - line["ci95"], line["mean"] + line["ci95"],
+                                color=st["color"], alpha=0.15, lw=0)
+        positive = (part["mean"].dropna() > 0).all()
+        ax.set_xscale("log")
+        if (loglog if loglog is not None else positive) and positive:
+            ax.set_yscale("log")
+        nfes = sorted(part["nfe"].unique())
+        ax.set_xticks(nfes)
+        ax.set_xticklabels([str(n) for n in nfes])
+        ax.minorticks_off() if len(nfes) > 1 else None
+        ax.set_xlabel("NFE (network evaluations)")
+        name = METRIC_NAMES.get(metric, metric)
+        better = "lower is better" if LOWER_IS_BETTER.get(metric, True) else "higher is better"
+        ax.set_ylabel(f"{name} ({better})")
+        gtxt = f", guidance {g:g}" if g != 1 else ""
+        ax.set_title(f"{name} vs NFE — {model}{gtxt}")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=7.5, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+        fig.tight_layout()
+        path = out_dir / f"{_slug(metric, model, 'g' + format(g, 'g'))}.png"
+        fig.savefig(path, dpi=130, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def sample_grid(df, store, out_dir: Path, max_solvers: int = 12, per_cell: int = 8) -> list[Path]:
+    """Image models: rows solvers, columns NFE, same noise (seed of the first cells). gmm2d: samples over the
+    true density, one panel per NFE for each solver."""
+    from models import load_model
+
+    paths = []
+    seed0 = df["seed"].min()
+    for (model_spec, g), part in df[df["seed"] == seed0].groupby(["model", "guidance"], sort=True):
+        model = load_model(model_spec)
+        solvers = list(dict.fromkeys(part["solver"]))[:max_solvers]
+        nfes = sorted(part["nfe"].unique())
+        from .store import cell_key
+        get = {}
+        for _, r in part.iterrows():
+            k = cell_key(r["model"], r["solver"], int(r["nfe"]), float(r["guidance"]), int(r["seed"]),
+                         int(r["n_samples"]))
+            get[(r["solver"], int(r["nfe"]))] = k
+        tag = _slug("samples", model_spec, "g" + format(g, "g"))
+        if len(model.shape) == 3:
+            paths.append(_image_grid(model, store, get, solvers, nfes, per_cell, out_dir / f"{tag}.png",
+                                     f"{model_spec}, guidance {g:g}"))
+        elif model.shape == (2,):
+            paths.append(_points_grid(model, store, get, solvers, nfes, out_dir / f"{tag}.png",
+                                      f"{model_spec}"))
+    return paths
+
+
+def _to_img(x):
+    x = ((x.clamp(-1, 1) + 1) / 2).numpy()
+    return np.transpose(x, (1, 2, 0)) if x.shape[0] == 3 else x[0]
+
+
+def _image_grid(model, store, get, solvers, nfes, per_cell, path, title):
+    fig, axes = plt.subplots(len(solvers), len(nfes), figsize=(1.2 * len(nfes) * per_cell / 4 + 1.5,
+                                                                1.2 * len(solvers) * 2 / 2 + 0.6),
+                             squeeze=False)
+    for i, s in enumerate(solvers):
+        for j, n in enumerate(nfes):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            smp = store.read_samples(get[(s, n)]) if (s, n) in get else None
+            if smp is not None:
+                xs = smp["x"][:per_cell].float()
+                xs = torch_nan_to_gray(xs)
+                row = np.concatenate([np.pad(_to_img(x), 1, constant_values=1.0) for x in xs], axis=1)
+                ax.imshow(row, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            if i == 0:
+                ax.set_title(f"NFE {n}", fontsize=9)
+            if j == 0:
+                ax.set_ylabel(s, fontsize=8, rotation=0, ha="right", va="center")
+    fig.suptitle(f"Samples (same noise across solvers and NFE) — {title}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def torch_nan_to_gray(xs):
+    import torch
+    return torch.nan_to_num(xs, nan=0.0, posinf=1.0, neginf=-1.0)
+
+
+def _points_grid(model, store, get, solvers, nfes, path, title):
+    import torch
+    ref = model.reference.sample(20000, torch.Generator().manual_seed(0)).numpy()
+    H, xe, ye = np.histogram2d(ref[:, 0], ref[:, 1], bins=120, range=[[-3.5, 3.5], [-3.5, 3.5]], density=True)
+    fig, axes = plt.subplots(len(solvers), len(nfes), figsize=(2.2 * len(nfes) + 1.5, 2.2 * len(solvers) + 0.6),
+                             squeeze=False)
+    for i, s in enumerate(solvers):
+        for j, n in enumerate(nfes):
+            ax = axes[i][j]
+            ax.imshow(np.log1p(H.T * 20), origin="lower", extent=[-3.5, 3.5, -3.5, 3.5], cmap="Greys",
+                      aspect="equal")
+            smp = store.read_samples(get[(s, n)]) if (s, n) in get else None
+            if smp is not None:
+                p = smp["x"].double().numpy()
+                ax.scatter(p[:, 0], p[:, 1], s=2, color=style(s)["color"], alpha=0.7, lw=0)
+            ax.set_xlim(-3.5, 3.5)
+            ax.set_ylim(-3.5, 3.5)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(f"NFE {n}", fontsize=9)
+            if j == 0:
+                ax.set_ylabel(s, fontsize=8)
+    fig.suptitle(f"Samples over the true density (grey) — {title}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_run(run_dir, metrics=("fid", "traj_rmse", "cond_acc")) -> list[Path]:
+    from .store import RunStore, load_results
+    run_dir = Path(run_dir)
+    df = load_results(run_dir)
+    paths = []
+    for m in metrics:
+        if m in df.columns and df[m].notna().any():
+            paths += metric_vs_nfe(df, m, run_dir, loglog=True if m == "traj_rmse" else None)
+    paths += sample_grid(df, RunStore(run_dir), run_dir)
+    return paths

@@ -1,0 +1,127 @@
+"""The run directory: run.json, one JSON file per finished cell (atomic), results.csv."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+COLUMNS = ["model", "solver", "nfe", "nfe_used", "guidance", "seed", "n_samples", "fid", "kid", "traj_rmse",
+           "cond_acc", "diverged_frac", "wall_s", "samples_per_s"]
+
+
+def atomic_write(path: Path, text: str):
+    """Write via a temp file in the same directory and rename, so readers never see a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def cell_key(model: str, solver: str, nfe: int, guidance: float, seed: int, n_samples: int) -> str:
+    raw = f"{model}|{solver}|{nfe}|{guidance:g}|{seed}|{n_samples}"
+    slug = re.sub(r"[^A-Za-z0-9.+=-]+", "_", f"{model}__{solver}__nfe{nfe}__g{guidance:g}__s{seed}")
+    return f"{slug[:120]}-{hashlib.sha1(raw.encode()).hexdigest()[:8]}"
+
+
+class RunStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.cells_dir = self.root / "cells"
+
+    def ensure(self):
+        self.cells_dir.mkdir(parents=True, exist_ok=True)
+        for d in (self.cells_dir, self.root / "samples", self.root / "cache", self.root):
+            for stale in d.glob(".*.tmp") if d.is_dir() else []:  # left by a run killed mid-write
+                stale.unlink()
+
+    def cell_path(self, key: str) -> Path:
+        return self.cells_dir / f"{key}.json"
+
+    def has(self, key: str) -> bool:
+        return self.cell_path(key).is_file()
+
+    def write_cell(self, key: str, row: dict):
+        atomic_write(self.cell_path(key), json.dumps(_jsonable(row), indent=1, sort_keys=True))
+
+    def write_samples(self, key: str, samples: dict):
+        path = self.root / "samples" / f"{key}.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name("." + path.name + ".tmp")
+        torch.save(samples, tmp)
+        os.replace(tmp, path)
+
+    def read_samples(self, key: str) -> dict | None:
+        path = self.root / "samples" / f"{key}.pt"
+        return torch.load(path) if path.is_file() else None
+
+    def read_cells(self) -> list[dict]:
+        rows = []
+        for p in sorted(self.cells_dir.glob("*.json")):
+            rows.append(json.loads(p.read_text()))
+        return rows
+
+    def write_meta(self, meta: dict, name: str = "run.json"):
+        atomic_write(self.root / name, json.dumps(_jsonable(meta), indent=1, sort_keys=True))
+
+    def read_meta(self) -> dict:
+        p = self.root / "run.json"
+        return json.loads(p.read_text()) if p.is_file() else {}
+
+    def results(self) -> pd.DataFrame:
+        return results_frame(self.read_cells())
+
+    def write_results(self) -> pd.DataFrame:
+        df = self.results()
+        atomic_write(self.root / "results.csv", df.to_csv(index=False))
+        return df
+
+
+def results_frame(rows: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    for c in COLUMNS:
+        if c not in df.columns:
+            df[c] = math.nan
+    extra = [c for c in df.columns if c not in COLUMNS and c not in ("key",)]
+    df = df[COLUMNS + sorted(extra)]
+    for c in COLUMNS[2:]:
+        df[c] = pd.to_numeric(df[c].replace({"inf": math.inf, "-inf": -math.inf}), errors="coerce")
+    if len(df):
+        df = df.sort_values(["model", "guidance", "solver", "nfe", "seed"], kind="stable").reset_index(drop=True)
+    return df
+
+
+def load_results(run_dir: str | Path) -> pd.DataFrame:
+    store = RunStore(run_dir)
+    if store.cells_dir.is_dir():
+        return store.results()
+    csv = Path(run_dir) / "results.csv"
+    if csv.is_file():
+        return pd.read_csv(csv)
+    raise FileNotFoundError(f"no run found at {run_dir} (expected cells/ or results.csv)")
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if hasattr(obj, "item"):
+        return _jsonable(obj.item())
+    return obj

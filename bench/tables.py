@@ -1,0 +1,150 @@
+"""FID-vs-NFE tables: rows solvers, columns NFE, one table per model and guidance; best per column marked.
+
+With several seeds a cell shows the mean across seeds and the half-width of its 95% interval
+(Student t over seeds)."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+from scipy import stats
+
+LOWER_IS_BETTER = {"fid": True, "kid": True, "traj_rmse": True, "cond_acc": False, "diverged_frac": True}
+METRIC_NAMES = {"fid": "FID", "kid": "KID", "traj_rmse": "trajectory RMSE", "cond_acc": "conditional accuracy"}
+
+
+def summarize(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Mean, 95% half-width and seed count per (model, guidance, solver, nfe)."""
+    keys = ["model", "guidance", "solver", "nfe"]
+
+    def agg(v):
+        v = v.dropna()
+        n = len(v)
+        mean = v.mean() if n else math.nan
+        hw = stats.t.ppf(0.975, n - 1) * v.std(ddof=1) / math.sqrt(n) if n > 1 else math.nan
+        return pd.Series({"mean": mean, "ci95": hw, "n_seeds": n})
+
+    out = df.groupby(keys, sort=False)[metric].apply(agg).unstack()
+    div = df.groupby(keys, sort=False)["diverged_frac"].mean()
+    out["diverged_frac"] = div
+    return out.reset_index()
+
+
+def pivot_tables(df: pd.DataFrame, metric: str):
+    """Yield ((model, guidance), mean pivot, ci pivot, diverged pivot) in a stable order."""
+    if metric not in df.columns:
+        raise ValueError(f"metric '{metric}' not in results; available: {', '.join(LOWER_IS_BETTER)}")
+    s = summarize(df, metric)
+    solver_order = list(dict.fromkeys(df["solver"]))
+    for (model, g), part in s.groupby(["model", "guidance"], sort=True):
+        mean = part.pivot(index="solver", columns="nfe", values="mean")
+        ci = part.pivot(index="solver", columns="nfe", values="ci95")
+        div = part.pivot(index="solver", columns="nfe", values="diverged_frac")
+        order = [x for x in solver_order if x in mean.index]
+        yield (model, g), mean.loc[order], ci.loc[order], div.loc[order]
+
+
+def _best(mean: pd.DataFrame, metric: str) -> pd.DataFrame:
+    lower = LOWER_IS_BETTER.get(metric, True)
+    best = mean.min() if lower else mean.max()
+    return mean.eq(best, axis=1) & mean.notna()
+
+
+def _fmt(v, metric):
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if metric == "kid" or metric == "traj_rmse":
+        return f"{v:.3g}" if abs(v) >= 1e-3 else f"{v:.2e}"
+    if metric == "cond_acc":
+        return f"{v:.3f}"
+    return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+
+
+def _cell_text(m, c, d, metric, pm="±"):
+    if isinstance(m, float) and math.isnan(m):
+        return "–" if not (d and d > 0) else "div"
+    text = _fmt(m, metric)
+    if isinstance(c, float) and not math.isnan(c):
+        text += f" {pm} {_fmt(c, metric)}"
+    if d and d > 0:
+        text += f" ({d:.0%} div)" if pm == "±" else f" ({d * 100:.0f}\\% div)"
+    return text
+
+
+def title(model, guidance, metric):
+    g = f", guidance {guidance:g}" if guidance != 1 else ", no guidance"
+    return f"{METRIC_NAMES.get(metric, metric)} vs NFE — {model}{g}"
+
+
+def to_markdown(df: pd.DataFrame, metric: str = "fid") -> str:
+    parts = []
+    seeds = df["seed"].nunique()
+    for (model, g), mean, ci, div in pivot_tables(df, metric):
+        best = _best(mean, metric)
+        cols = list(mean.columns)
+        lines = [f"### {title(model, g, metric)}", ""]
+        note = "lower is better" if LOWER_IS_BETTER.get(metric, True) else "higher is better"
+        extra = f"; mean ± 95% interval over {seeds} seeds" if seeds > 1 else ""
+        lines.append(f"Best per column in **bold** ({note}{extra}).")
+        lines.append("")
+        lines.append("| solver | " + " | ".join(f"NFE {c}" for c in cols) + " |")
+        lines.append("|---|" + "---:|" * len(cols))
+        for solver in mean.index:
+            cells = []
+            for c in cols:
+                t = _cell_text(mean.at[solver, c], ci.at[solver, c], div.at[solver, c], metric)
+                cells.append(f"**{t}**" if best.at[solver, c] else t)
+            lines.append(f"| {solver} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def to_csv(df: pd.DataFrame, metric: str = "fid") -> str:
+    s = summarize(df, metric)
+    return s.to_csv(index=False)
+
+
+def _tex(s: str) -> str:
+    return s.replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("%", "\\%").replace("&", "\\&") \
+        .replace("#", "\\#")
+
+
+def to_latex(df: pd.DataFrame, metric: str = "fid") -> str:
+    """booktabs tables, one per model and guidance; best per column in bold; needs \\usepackage{booktabs}."""
+    parts = []
+    for (model, g), mean, ci, div in pivot_tables(df, metric):
+        best = _best(mean, metric)
+        cols = list(mean.columns)
+        lines = [f"% {title(model, g, metric)}", "\\begin{tabular}{l" + "r" * len(cols) + "}", "\\toprule",
+                 "Solver & " + " & ".join(f"{c}" for c in cols) + " \\\\",
+                 "\\midrule"]
+        for solver in mean.index:
+            cells = []
+            for c in cols:
+                t = _cell_text(mean.at[solver, c], ci.at[solver, c], div.at[solver, c], metric, pm="$\\pm$")
+                t = t.replace("–", "--")
+                cells.append(f"\\textbf{{{t}}}" if best.at[solver, c] else t)
+            lines.append(_tex(solver) + " & " + " & ".join(cells) + " \\\\")
+        lines += ["\\bottomrule", "\\end{tabular}"]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+FORMATS = {"md": to_markdown, "csv": to_csv, "latex": to_latex}
+
+
+def render(df: pd.DataFrame, metric: str = "fid", fmt: str = "md") -> str:
+    return FORMATS[fmt](df, metric)
+
+
+def write_tables(df: pd.DataFrame, run_dir) -> None:
+    from pathlib import Path
+
+    from .store import atomic_write
+    text = to_markdown(df, "fid")
+    if "traj_rmse" in df.columns and df["traj_rmse"].notna().any():
+        text += "\n" + to_markdown(df, "traj_rmse")
+    if "cond_acc" in df.columns and df["cond_acc"].notna().any():
+        text += "\n" + to_markdown(df, "cond_acc")
+    atomic_write(Path(run_dir) / "fid_vs_nfe.md", f"# FID-vs-NFE tables\n\n{text}")
+
