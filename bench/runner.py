@@ -58,6 +58,9 @@ def plan(spec: RunSpec) -> tuple[list[Cell], list[str]]:
         models.append(m)
     solvers = [get_solver(s) for s in spec.solvers]
     cells = []
+    for s in solvers:
+        if all(n < s.min_nfe for n in spec.nfe):
+            raise SpecError(f"NFE {max(spec.nfe)} is below the minimum for solver '{s.spec}': {s.min_nfe}")
     for m in models:
         conditional = _is_conditional(m)
         for g in spec.guidance:

@@ -1,0 +1,38 @@
+"""TOML specs, flag overrides and list splitting."""
+import pytest
+
+from bench.spec import RunSpec, split_specs
+from solvers import SpecError
+
+
+def test_split_specs_keeps_options_with_their_solver():
+    assert split_specs("ddim,dpmpp-2m:lower_order_final=false,solver_type=taylor,heun") == [
+        "ddim", "dpmpp-2m:lower_order_final=false,solver_type=taylor", "heun"]
+
+
+def test_toml_then_flags_override(tmp_path):
+    p = tmp_path / "s.toml"
+    p.write_text('name = "x"\nmodels = ["gmm2d"]\nsolvers = ["ddim", "heun"]\nnfe = [4, 8]\nseeds = [0, 1]\n'
+                 'samples = 100\n')
+    spec = RunSpec.from_toml(p)
+    assert spec.solvers == ["ddim", "heun"] and spec.nfe == [4, 8] and spec.out.endswith("x")
+    spec.update({"nfe": "5,10", "solvers": "dpmpp-2m:lower_order_final=false", "samples": 50})
+    assert spec.nfe == [5, 10] and spec.solvers == ["dpmpp-2m:lower_order_final=false"] and spec.samples == 50
+    assert spec.seeds == [0, 1]
+
+
+def test_unknown_key_and_bad_toml(tmp_path):
+    p = tmp_path / "s.toml"
+    p.write_text("nfes = [1]\n")
+    with pytest.raises(SpecError, match="unknown key 'nfes'"):
+        RunSpec.from_toml(p)
+    p.write_text("nfe = [1,\n")
+    with pytest.raises(SpecError, match="not valid TOML"):
+        RunSpec.from_toml(p)
+
+
+def test_shipped_suites_parse():
+    from bench.cli import _suite_path
+    for name in ("quick", "standard"):
+        spec = RunSpec.from_toml(_suite_path(name))
+        assert spec.models and spec.solvers and spec.nfe
