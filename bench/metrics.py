@@ -12,7 +12,7 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
     """||mu1 - mu2||^2 + tr(C1 + C2 - 2 (C1 C2)^{1/2}) (the FID formula, in any feature space)."""
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     c1, c2 = np.atleast_2d(np.asarray(cov1, np.float64)), np.atleast_2d(np.asarray(cov2, np.float64))
-    covmean, _ = linalg.sqrtm(c1 @ c2, disp=False)
+    covmean = linalg.sqrtm(c1 @ c2)
     if not np.isfinite(covmean).all():
         eps = np.eye(c1.shape[0]) * 1e-6
         covmean = linalg.sqrtm((c1 + eps) @ (c2 + eps))

@@ -88,10 +88,17 @@ def _is_conditional(model_spec: str) -> bool:
     return _CONDITIONAL[model_spec]
 
 
+NOISE_BLOCK = 1024
+
+
 def initial_noise(model, seed: int, n: int, dtype) -> torch.Tensor:
-    """Paired noise: sample i of seed s is the same x_T for every solver and NFE (the prior N(0, sigma_T^2 I))."""
-    g = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, *model.shape, generator=g, dtype=torch.float64)
+    """Paired noise: sample i of seed s is the same x_T for every solver, NFE and sample count (drawn in
+    fixed blocks of 1024, each from its own generator), from the prior N(0, sigma_T^2 I)."""
+    blocks = []
+    for b in range((n + NOISE_BLOCK - 1) // NOISE_BLOCK):
+        g = torch.Generator().manual_seed(seed * 1_000_003 + b)
+        blocks.append(torch.randn(NOISE_BLOCK, *model.shape, generator=g, dtype=torch.float64))
+    z = torch.cat(blocks)[:n]
     return (z * float(model.schedule.sigma(model.schedule.T))).to(dtype)
 
 
