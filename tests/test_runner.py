@@ -1,0 +1,77 @@
+"""The runner: divergence is recorded, failures never lose finished cells, outputs are written."""
+import json
+import math
+
+import pandas as pd
+import torch
+
+from bench.runner import Runner
+from bench.spec import RunSpec
+from solvers import Solver, register_solver
+
+
+@register_solver("test-half-nan")
+class HalfNaN(Solver):
+    """Test-only: DDIM-like spend of the budget, then every other sample set to NaN."""
+
+    def sample(self, denoiser, x_T, grid, generator=None):
+        x = x_T.clone()
+        for t in grid[:-1]:
+            x = denoiser.x0(x, t)
+        x[::2] = float("nan")
+        return x
+
+
+@register_solver("test-raises")
+class Raises(Solver):
+    """Test-only: always fails."""
+
+    def sample(self, denoiser, x_T, grid, generator=None):
+        raise RuntimeError("boom")
+
+
+@register_solver("test-overspend")
+class Overspend(Solver):
+    """Test-only: tries to spend one NFE more than its budget."""
+
+    def sample(self, denoiser, x_T, grid, generator=None):
+        for _ in range(denoiser.budget + 1):
+            denoiser.x0(x_T, grid[0])
+        return x_T
+
+
+def test_divergence_recorded_and_failures_isolated(tmp_path):
+    spec = RunSpec(models=["gmm2d"], solvers=["test-half-nan", "test-raises", "test-overspend", "ddim"],
+                   nfe=[3], samples=200, metrics=["fid", "traj_rmse"])
+    logs = []
+    summary = Runner(spec, tmp_path, log=logs.append).run()
+    assert {c.solver for c, _ in summary["failed"]} == {"test-raises", "test-overspend"}
+    assert any("NFE budget of 3 exhausted" in msg for _, msg in summary["failed"])
+    df = pd.read_csv(tmp_path / "results.csv")
+    assert set(df.solver) == {"test-half-nan", "ddim"}
+    half = df[df.solver == "test-half-nan"].iloc[0]
+    assert half["diverged_frac"] == 0.5
+    assert math.isfinite(half["fid"]) and math.isfinite(half["traj_rmse"])  # over the finite half only
+    ddim = df[df.solver == "ddim"].iloc[0]
+    assert ddim["diverged_frac"] == 0 and ddim["nfe_used"] == 3
+    meta = json.loads((tmp_path / "run.json").read_text())
+    assert meta["spec"]["solvers"] == spec.solvers and meta["finished"] and "torch" in meta["versions"]
+
+
+def test_traj_rmse_zero_for_the_reference_itself(tmp_path):
+    """A dopri5 'solver' at the reference tolerance reproduces the cached reference exactly."""
+    spec = RunSpec(models=["gmm2d"], solvers=["ode-dopri5"], nfe=[1], samples=100, metrics=["traj_rmse"],
+                   dtype="float64")
+    Runner(spec, tmp_path, log=lambda m: None).run()
+    df = pd.read_csv(tmp_path / "results.csv")
+    assert df["traj_rmse"].iloc[0] == 0.0
+    assert df["nfe_used"].iloc[0] > 20  # adaptive: what it used, not a budget
+
+
+def test_unconditional_models_skip_guidance(tmp_path):
+    spec = RunSpec(models=["gmm2d"], solvers=["ddim"], nfe=[2], guidance=[1.0, 3.0], samples=50, metrics=["fid"])
+    logs = []
+    Runner(spec, tmp_path, log=logs.append).run()
+    assert len(pd.read_csv(tmp_path / "results.csv")) == 1
+    assert any("unconditional: guidance 3 skipped" in m for m in logs)
+    assert torch.load(next((tmp_path / "samples").glob("*.pt")))["x"].shape == (50, 2)
