@@ -117,6 +117,11 @@ def _to_img(x):
     return np.transpose(x, (1, 2, 0)) if x.shape[0] == 3 else x[0]
 
 
+def _pad_img(img):
+    """A 1-pixel white frame around an (H, W) or (H, W, 3) image (never padding the channel axis)."""
+    return np.pad(img, ((1, 1), (1, 1)) + ((0, 0),) * (img.ndim - 2), constant_values=1.0)
+
+
 def _image_grid(model, store, get, solvers, nfes, per_cell, path, title):
     fig, axes = plt.subplots(len(solvers), len(nfes), figsize=(1.2 * len(nfes) * per_cell / 4 + 1.5,
                                                                 1.2 * len(solvers) * 2 / 2 + 0.6),
@@ -130,7 +135,7 @@ def _image_grid(model, store, get, solvers, nfes, per_cell, path, title):
             if smp is not None:
                 xs = smp["x"][:per_cell].float()
                 xs = torch_nan_to_gray(xs)
-                row = np.concatenate([np.pad(_to_img(x), 1, constant_values=1.0) for x in xs], axis=1)
+                row = np.concatenate([_pad_img(_to_img(x)) for x in xs], axis=1)
                 ax.imshow(row, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             if i == 0:
                 ax.set_title(f"NFE {n}", fontsize=9)

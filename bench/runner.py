@@ -55,6 +55,10 @@ def plan(spec: RunSpec) -> tuple[list[Cell], list[str]]:
     models = []
     for m in spec.models:
         name, _ = model_options(m)
+        if name.startswith("hf:") and set(spec.metrics) & {"fid", "kid"} and not spec.fid_stats:
+            if getattr(load_model(m), "fid_reference", None) is None:
+                raise SpecError(f"model '{m}' has no FID reference: pass --fid-stats FILE.npz "
+                                "(or add reference=<torch-fidelity dataset> to the model spec)")
         models.append(m)
     solvers = [get_solver(s) for s in spec.solvers]
     cells = []
@@ -192,6 +196,12 @@ class Runner:
         if wanted & {"fid", "kid", "cond_acc"}:
             if model.feature_extractor == "data":
                 m.update(data_space_metrics(model, xs))
+            elif model.feature_extractor == "inception-v3-compat":
+                from .inception import inception_metrics
+                m.update(inception_metrics(model, xs, inception_weights=self.spec.inception_weights or None,
+                                           fid_stats=self.spec.fid_stats or None,
+                                           reference=getattr(model, "fid_reference", None),
+                                           cache_dir=self.cache_dir))
             else:
                 from .fidelity import fidelity_metrics
                 m.update(fidelity_metrics(model, xs, None if y is None else y[ok], cache_dir=self.cache_dir))

@@ -76,9 +76,14 @@ def list_models() -> dict[str, str]:
 
 def model_options(spec: str) -> tuple[str, dict]:
     """Parse and validate a model spec without building the model."""
+    if spec.strip().startswith("hf:"):
+        # hf:<repo|dir>[:key=value,...]: the target itself may hold ':' or '/', options follow the last ':'
+        target, sep, rest = spec.strip()[3:].rpartition(":")
+        if not sep or "=" not in rest:
+            target, rest = spec.strip()[3:], ""
+        raw = parse_spec(f"hf:{rest}", "model")[1] if rest else {}
+        return "hf:" + target.strip(), raw
     name, raw = parse_spec(spec, "model")
-    if name.startswith("hf:"):
-        return name, raw
     if name not in _MODELS:
         raise SpecError(f"unknown model '{name}'; closest registered: {closest(name, _MODELS)}"
                         " (see `nfebench list models`)")

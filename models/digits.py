@@ -1,0 +1,118 @@
+"""digits: a class-conditional eps-prediction diffusion model of scikit-learn's 8x8 handwritten digits.
+
+Trained as google/ddpm-cifar10-32 was: DDPM discrete linear betas 1e-4..0.02 over 1000 steps, uniform integer
+timesteps, MSE on eps (see models/training.py), so DDIM, PNDM and time-shift behave as in their papers. The
+network sees the fractional training-step index `schedule.model_time(t)`, class label 10 is the null label
+(classifier-free guidance; y=None means unconditional), and the weights are an EMA. They ship as
+models/weights/digits.safetensors, sha256-checked on load (`nfebench train digits` recreates them).
+
+Architecture: a residual MLP on the 64 pixels, width 512, 6 pre-LayerNorm blocks, each conditioned on a
+sinusoidal embedding of the step index plus a class embedding.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from solvers.schedules import VPDiscrete
+
+from .base import DiffusionModel, Reference, register_model
+from .digits_data import NUM_CLASSES, SHAPE, load_digits_tensors
+from .weights_store import load_weights
+
+WEIGHTS_NAME = "digits"
+ARCH = {"width": 256, "blocks": 4, "mult": 2, "temb": 128}
+
+
+def timestep_embedding(steps: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """DDPM/ADM sinusoidal embedding of (fractional) step indices, computed in float64: (N,) -> (N, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float64, device=steps.device) / half)
+    args = steps.to(torch.float64)[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, width: int, emb: int, mult: int = 2):
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.fc1 = nn.Linear(width, mult * width)
+        self.emb = nn.Linear(emb, mult * width)
+        self.fc2 = nn.Linear(mult * width, width)
+
+    def forward(self, h, e):
+        return h + self.fc2(F.silu(self.fc1(self.norm(h)) + self.emb(e)))
+
+
+class DigitsEpsNet(nn.Module):
+    """eps_theta(x_t, step, y): x (N, 1, 8, 8), step (N,) fractional index in [0, 999], y (N,) in 0..10."""
+
+    def __init__(self, width: int = 256, blocks: int = 4, mult: int = 2, temb: int = 128,
+                 num_classes: int = NUM_CLASSES):
+        super().__init__()
+        self.temb_dim = temb
+        self.time = nn.Sequential(nn.Linear(temb, width), nn.SiLU(), nn.Linear(width, width))
+        self.label = nn.Embedding(num_classes + 1, width)   # index num_classes = null label
+        self.inp = nn.Linear(64, width)
+        self.blocks = nn.ModuleList(ResBlock(width, width, mult) for _ in range(blocks))
+        self.norm = nn.LayerNorm(width)
+        self.out = nn.Linear(width, 64)
+
+    def forward(self, x, step, y):
+        dt = self.inp.weight.dtype
+        e = self.time(timestep_embedding(step, self.temb_dim).to(dt)) + self.label(y)
+        e = F.silu(e)
+        h = self.inp(x.reshape(x.shape[0], -1).to(dt))
+        for blk in self.blocks:
+            h = blk(h, e)
+        return self.out(F.silu(self.norm(h))).reshape(x.shape[0], *SHAPE)
+
+
+class Digits(DiffusionModel):
+    shape = SHAPE
+    num_classes = NUM_CLASSES
+    prediction = "eps"
+    feature_extractor = "digits-classifier"
+    fid_reference = "digits"
+
+    def __init__(self, weights: str = ""):
+        self.schedule = VPDiscrete()
+        state, meta = load_weights(WEIGHTS_NAME, weights or None)
+        self.meta = meta
+        self.net = DigitsEpsNet(**ARCH)
+        self.net.load_state_dict(state)
+        self.net.requires_grad_(False).eval()
+
+    def to(self, device):
+        self.device = device
+        self.net.to(device=device, dtype=self.dtype)
+        return self
+
+    def forward(self, x, t, y=None):
+        if self.net.inp.weight.dtype != self.dtype:   # dtype set after .to(): follow it
+            self.net.to(dtype=self.dtype)
+        dev = self.net.inp.weight.device
+        n = x.shape[0]
+        step = self.schedule.model_time(torch.as_tensor(t, dtype=torch.float64).expand(n) if
+                                        torch.as_tensor(t).dim() == 0 else t).to(dev)
+        if y is None:
+            y = torch.full((n,), NUM_CLASSES, dtype=torch.long, device=dev)
+        else:
+            y = torch.as_tensor(y, dtype=torch.long).to(dev)
+        with torch.no_grad():
+            out = self.net(x.to(dev), step, y)
+        return out.to(device=x.device, dtype=x.dtype)
+
+    @property
+    def reference(self) -> Reference:
+        x, y = load_digits_tensors()
+        return Reference(samples=x, labels=y)
+
+
+@register_model("digits", defaults={"weights": ""})
+def digits(weights=""):
+    """Class-conditional eps-prediction MLP of sklearn's 8x8 digits, DDPM linear betas (options: weights=DIR)."""
+    return Digits(weights)

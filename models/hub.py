@@ -1,0 +1,309 @@
+"""hf:<repo|dir>: a diffusers UNet2DModel checkpoint with its DDPM (discrete-beta) scheduler config.
+
+Accepted layouts (a local directory, or the snapshot of a Hugging Face Hub repo):
+- a pipeline folder: model_index.json (optional), unet/{config.json, diffusion_pytorch_model.safetensors|.bin},
+  scheduler/scheduler_config.json (google/ddpm-cifar10-32 and `UNet2DModel.save_pretrained(dir/'unet')`
+  + `DDPMScheduler.save_config(dir/'scheduler')`);
+- a model folder: config.json + diffusion_pytorch_model.safetensors|.bin + scheduler_config.json.
+
+A local directory never touches the network. A repo id is looked up in the local Hugging Face cache first and
+downloaded only when the hub is reachable and HF_HUB_OFFLINE is not set.
+
+The scheduler's betas (linear / scaled_linear / squaredcos_cap_v2 / sigmoid, or trained_betas) become a
+float64 `VPDiscrete`; the network receives the fractional training-step index `schedule.model_time(t)`.
+Options (`hf:DIR:key=value,...`): revision (hub), reference (torch-fidelity dataset its FID is scored
+against, e.g. cifar10-train; default cifar10-train for repos named *cifar10*), num_classes (class-conditional
+checkpoints: the number of real classes; label `num_classes` is then the null label of classifier-free guidance).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from solvers.options import SpecError
+from solvers.schedules import VPDiscrete
+
+from .base import DiffusionModel, Reference
+
+F64 = torch.float64
+INSTALL_HINT = "install the 'hub' extra: pip install -e '.[hub]'"
+PREDICTIONS = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
+OPTIONS = ("revision", "reference", "num_classes")
+WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+_CONFIG_PATTERNS = ["model_index.json", "config.json", "scheduler_config.json", "unet/config.json",
+                    "scheduler/scheduler_config.json"]
+
+
+# ----------------------------------------------------------------------------------------------- schedule
+
+def betas_from_config(cfg: dict) -> torch.Tensor:
+    """The training betas of a diffusers DDPM-family scheduler config, in float64."""
+    trained = cfg.get("trained_betas")
+    if trained is not None:
+        betas = torch.as_tensor(trained, dtype=F64).reshape(-1)
+    else:
+        n = int(cfg.get("num_train_timesteps", 1000))
+        b0, b1 = float(cfg.get("beta_start", 1e-4)), float(cfg.get("beta_end", 0.02))
+        kind = cfg.get("beta_schedule", "linear")
+        if kind == "linear":
+            betas = torch.linspace(b0, b1, n, dtype=F64)
+        elif kind == "scaled_linear":
+            betas = torch.linspace(math.sqrt(b0), math.sqrt(b1), n, dtype=F64) ** 2
+        elif kind == "squaredcos_cap_v2":
+            # Nichol & Dhariwal cosine: abar(s) = cos^2((s + 0.008) / 1.008 * pi / 2), beta capped at 0.999
+            s = torch.arange(n + 1, dtype=F64) / n
+            abar = torch.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2
+            betas = (1 - abar[1:] / abar[:-1]).clamp(max=0.999)
+        elif kind == "sigmoid":
+            betas = torch.sigmoid(torch.linspace(-6.0, 6.0, n, dtype=F64)) * (b1 - b0) + b0
+        else:
+            raise SpecError(f"unsupported beta_schedule '{kind}' in the scheduler config; accepted: "
+                            + ", ".join(BETA_SCHEDULES) + " or trained_betas")
+    if cfg.get("rescale_betas_zero_snr"):
+        raise SpecError("schedulers with rescale_betas_zero_snr=true (alpha_T = 0) are not supported")
+    if betas.numel() < 2 or not bool(((betas > 0) & (betas < 1)).all()):
+        raise SpecError("the scheduler config's betas must lie in (0, 1)")
+    return betas
+
+
+# ----------------------------------------------------------------------------------------------- model
+
+class HubUNet(DiffusionModel):
+    """A diffusers UNet2DModel on a VP discrete schedule; data in [-1, 1]."""
+
+    feature_extractor = "inception-v3-compat"
+    data_range = (-1.0, 1.0)
+
+    def __init__(self, unet, scheduler_config: dict, source: str, reference: str | None = None,
+                 num_classes: int | None = None):
+        cfg = unet.config
+        self.unet = unet.eval().requires_grad_(False)
+        self.source = source
+        self.scheduler_config = dict(scheduler_config)
+        kind = scheduler_config.get("prediction_type", "epsilon")
+        if kind not in PREDICTIONS:
+            raise SpecError(f"unsupported prediction_type '{kind}' in the scheduler config; accepted: "
+                            + ", ".join(PREDICTIONS))
+        self.prediction = PREDICTIONS[kind]
+        self.schedule = VPDiscrete(betas=betas_from_config(scheduler_config))
+        size = cfg.sample_size
+        h, w = (size, size) if isinstance(size, int) else tuple(size)
+        self.in_channels = int(cfg.in_channels)
+        self.shape = (self.in_channels, int(h), int(w))
+        # learned-variance checkpoints (out_channels = 2 C) put the mean prediction in the first C channels
+        self._out_channels = self.in_channels
+        self.num_class_embeds = cfg.num_class_embeds if cfg.class_embed_type is None else None
+        if self.num_class_embeds is None:
+            self.num_classes = None
+        else:
+            self.num_classes = int(num_classes) if num_classes is not None else int(self.num_class_embeds)
+            if not 1 <= self.num_classes <= self.num_class_embeds:
+                raise SpecError(f"num_classes={self.num_classes} does not fit the checkpoint's "
+                                f"{self.num_class_embeds} class embeddings")
+        self.fid_reference = reference or None
+        self._placed = None  # (device, dtype) the UNet currently sits on
+
+    def _place(self):
+        want = (str(self.device), self.dtype)
+        if self._placed != want:
+            # nn.Module.to: diffusers' ModelMixin.to warns on every dtype cast (even with no fp32-only modules)
+            torch.nn.Module.to(self.unet, device=self.device, dtype=self.dtype)
+            self._placed = want
+
+    def to(self, device):
+        self.device = device
+        self._place()
+        return self
+
+    def forward(self, x, t, y=None):
+        self._place()
+        n = x.shape[0]
+        t = torch.as_tensor(t, dtype=F64)
+        t = t.expand(n) if t.dim() == 0 else t
+        steps = self.schedule.model_time(t.cpu()).to(device=self.device, dtype=torch.float32)
+        labels = None
+        if self.num_class_embeds is not None:
+            if y is None:
+                raise ValueError(f"{self.source} is class-conditional: forward needs class labels y")
+            labels = torch.as_tensor(y).to(device=self.device, dtype=torch.long)
+            if labels.numel() and int(labels.max()) >= self.num_class_embeds:
+                raise ValueError(f"class label {int(labels.max())} out of range for {self.num_class_embeds} class "
+                                 "embeddings (no null label for classifier-free guidance: pass num_classes=K "
+                                 "when label K is the checkpoint's null class)")
+        out = self.unet(x.to(device=self.device, dtype=self.dtype), steps, class_labels=labels,
+                        return_dict=False)[0]
+        return out[:, :self._out_channels].to(device=x.device, dtype=x.dtype)
+
+    @property
+    def reference(self):
+        return Reference()  # image models are scored against a torch-fidelity dataset or --fid-stats
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise SpecError(f"cannot read {path}: {e}") from None
+
+
+def _layout(root: Path) -> tuple[str | None, Path] | None:
+    """(unet subfolder or None, scheduler config path) when root holds a loadable checkpoint."""
+    for sub in ("unet", None):
+        d = root / sub if sub else root
+        if (d / "config.json").is_file():
+            for sched in (root / "scheduler" / "scheduler_config.json", root / "scheduler_config.json"):
+                if sched.is_file():
+                    return sub, sched
+            raise SpecError(f"{root} has a UNet config but no scheduler config "
+                            "(expected scheduler/scheduler_config.json or scheduler_config.json)")
+    return None
+
+
+def _has_weights(root: Path, sub: str | None) -> bool:
+    d = root / sub if sub else root
+    return any((d / f).is_file() for f in WEIGHT_FILES)
+
+
+def _hub_offline() -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    try:
+        from huggingface_hub import constants
+        return bool(constants.HF_HUB_OFFLINE)
+    except Exception:
+        return False
+
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def _resolve(target: str, revision: str | None) -> Path:
+    """A local directory, or the cached / downloaded snapshot of a hub repo (the network only when allowed)."""
+    p = Path(target).expanduser()
+    if p.is_dir():
+        return p
+    if p.exists():
+        raise SpecError(f"hub checkpoint '{target}' is a file; expected a checkpoint directory or a hub repo id")
+    if target.startswith((".", "/", "~", "\\")) or p.is_absolute():
+        raise SpecError(f"hub checkpoint '{target}' not found: no such directory")
+    if not _REPO_ID.match(target):
+        raise SpecError(f"hub checkpoint '{target}' not found: not a local directory nor a hub repo id (owner/name)")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise SpecError(f"'{target}' is not a local directory and huggingface_hub is missing; {INSTALL_HINT}") from None
+
+    def fetch(patterns, local_only):
+        return Path(snapshot_download(target, revision=revision, allow_patterns=patterns,
+                                      local_files_only=local_only))
+
+    weights = [f"{s}{w}" for s in ("", "unet/") for w in WEIGHT_FILES]
+    try:  # the local Hugging Face cache first: no network
+        root = fetch(_CONFIG_PATTERNS + weights, True)
+        lay = _layout(root)
+        if lay is not None and _has_weights(root, lay[0]):
+            return root
+    except SpecError:
+        raise
+    except Exception:
+        pass
+    if _hub_offline():
+        raise SpecError(f"hub checkpoint '{target}' not found: not a local directory, and as a hub repo id it is "
+                        "not in the local Hugging Face cache while the hub is offline (HF_HUB_OFFLINE)")
+    try:
+        root = fetch(_CONFIG_PATTERNS, False)
+        lay = _layout(root)
+        if lay is None:
+            raise SpecError(f"hub repo '{target}' holds no UNet2DModel checkpoint (no config.json or unet/config.json)")
+        _check_checkpoint(root, lay[0])
+        prefix = f"{lay[0]}/" if lay[0] else ""
+        root = fetch([prefix + WEIGHT_FILES[0]], False)  # safetensors when the repo has them, else .bin
+        if not _has_weights(root, lay[0]):
+            root = fetch([prefix + WEIGHT_FILES[1]], False)
+        return root
+    except SpecError:
+        raise
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SpecError(f"hub checkpoint '{target}' not found: not a local directory, and fetching it from the "
+                        f"Hugging Face Hub failed ({type(e).__name__}: {msg})") from None
+
+
+def _check_checkpoint(root: Path, sub: str | None):
+    index = root / "model_index.json"
+    if index.is_file():
+        info = _read_json(index)
+        for latent in ("vqvae", "vae"):
+            if latent in info:
+                raise SpecError(f"{root} is a latent-diffusion pipeline ({latent}); only pixel-space "
+                                "UNet2DModel checkpoints are supported")
+        entry = info.get("unet")
+        if isinstance(entry, (list, tuple)) and len(entry) == 2 and entry[1] != "UNet2DModel":
+            raise SpecError(f"{root}: the pipeline's unet is a {entry[1]}, not a UNet2DModel")
+    cfg = _read_json((root / sub if sub else root) / "config.json")
+    cls = cfg.get("_class_name", "UNet2DModel")
+    if cls != "UNet2DModel":
+        raise SpecError(f"{root}: the checkpoint is a {cls}, not a UNet2DModel")
+    if cfg.get("time_embedding_type", "positional") != "positional":
+        raise SpecError(f"{root}: time_embedding_type '{cfg['time_embedding_type']}' is not supported "
+                        "(needs positional timestep embeddings of the training-step index)")
+    if cfg.get("class_embed_type") is not None:
+        raise SpecError(f"{root}: class_embed_type '{cfg['class_embed_type']}' is not supported "
+                        "(class-conditional checkpoints need num_class_embeds)")
+    return cfg
+
+
+def load_hub_model(repo_or_dir: str, **opts) -> HubUNet:
+    """Load `hf:<repo|dir>[:revision=..,reference=..,num_classes=..]` as a DiffusionModel."""
+    bad = [k for k in opts if k not in OPTIONS]
+    if bad:
+        raise SpecError(f"unknown option '{bad[0]}' for hub model '{repo_or_dir}'; accepted options: "
+                        + ", ".join(OPTIONS))
+    target = str(repo_or_dir).strip()
+    if not target:
+        raise SpecError("hf: needs a hub repo id or a local directory (hf:google/ddpm-cifar10-32, hf:path/to/dir)")
+    num_classes = opts.get("num_classes")
+    if num_classes is not None:
+        try:
+            num_classes = int(str(num_classes))
+        except ValueError:
+            raise SpecError(f"option num_classes={num_classes} for hub model '{target}' is not valid: "
+                            "expected int") from None
+    try:
+        from diffusers import UNet2DModel
+    except ImportError:
+        raise SpecError(f"hub model '{target}' needs diffusers; {INSTALL_HINT}") from None
+
+    root = _resolve(target, opts.get("revision"))
+    lay = _layout(root)
+    if lay is None:
+        raise SpecError(f"{root} holds no diffusers checkpoint (expected unet/config.json or config.json)")
+    sub, sched_path = lay
+    _check_checkpoint(root, sub)
+    if not _has_weights(root, sub):
+        raise SpecError(f"{(root / sub) if sub else root} has no weights ({' or '.join(WEIGHT_FILES)})")
+    sched = _read_json(sched_path)
+    if not any(k in sched for k in ("beta_schedule", "trained_betas", "beta_start")):
+        raise SpecError(f"{sched_path}: scheduler {sched.get('_class_name', '?')} is not a discrete-beta "
+                        "(DDPM-family) scheduler")
+    try:
+        unet = UNet2DModel.from_pretrained(str(root), subfolder=sub, local_files_only=True,
+                                           low_cpu_mem_usage=False)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SpecError(f"cannot load the UNet2DModel in {root}: {msg}") from None
+    if unet.config.out_channels not in (unet.config.in_channels, 2 * unet.config.in_channels):
+        raise SpecError(f"{root}: out_channels {unet.config.out_channels} does not match in_channels "
+                        f"{unet.config.in_channels} (or twice it, for learned variance)")
+    reference = opts.get("reference")
+    if reference is None and "cifar10" in target.lower() and "cifar100" not in target.lower():
+        reference = "cifar10-train"
+    return HubUNet(unet, sched, target, reference=reference, num_classes=num_classes)
