@@ -60,8 +60,8 @@ class Denoiser:
             return out
         if kind == "x0":
             return (x - a * out) / s
-        if kind == "v":  # v = alpha eps - sigma x0  =>  eps = alpha v + sigma x
-            return a * out + s * x
+        if kind == "v":  # v = alpha eps - sigma x0, x = alpha x0 + sigma eps  =>  eps = (alpha v + sigma x) / (alpha^2 + sigma^2)
+            return (a * out + s * x) / (a * a + s * s)  # VP: alpha^2 + sigma^2 = 1; VE/EDM: it is not
         raise ValueError(f"unknown prediction type {kind!r}")
 
     def predict(self, x: torch.Tensor, t) -> Prediction:
@@ -75,6 +75,8 @@ class Denoiser:
         y = self.y
         if y is not None:
             y = y.to(x.device)
+            if y.dim() == 0:  # one label for the whole batch
+                y = y.expand(n)
         if self.guidance == 1.0:
             eps = self._eps_of(self.model.forward(x, t_vec, y), x, a, s)
         else:

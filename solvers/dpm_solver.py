@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .denoiser import bcast
 from .exponential import Interval, data_step, noise_step, singlestep_orders
+from .grids import ends_at_data, make_grid
 from .registry import Solver, register_solver
 
 
@@ -25,14 +26,26 @@ class _Singlestep(Solver):
         super().steps_for(nfe)
         return len(singlestep_orders(nfe, self.max_order))
 
-    def _orders(self, denoiser, steps):
+    def _plan(self, nfe, to_data):
+        """Orders spending `nfe`; a grid ending at sigma = 0 ends with a first-order (1 NFE) jump to x0."""
+        if not to_data:
+            return singlestep_orders(nfe, self.max_order)
+        return (singlestep_orders(nfe - 1, self.max_order) if nfe > 1 else []) + [1]
+
+    def grid_for(self, schedule, nfe):
+        if ends_at_data(self.grid, schedule):
+            self.steps_for(nfe)
+            return make_grid(self.grid, schedule, len(self._plan(nfe, True)), rho=self.rho)
+        return super().grid_for(schedule, nfe)
+
+    def _orders(self, denoiser, steps, to_data):
         nfe = denoiser.remaining if denoiser.remaining is not None else steps * self.max_order
-        plan = singlestep_orders(nfe, self.max_order)
+        plan = self._plan(nfe, to_data)
         return plan if len(plan) == steps else [self.max_order] * steps
 
     def sample(self, denoiser, x_T, grid, generator=None):
         sched, x = denoiser.schedule, x_T
-        orders = self._orders(denoiser, len(grid) - 1)
+        orders = self._orders(denoiser, len(grid) - 1, float(sched.sigma(grid[-1])) == 0.0)
         for k, s, t in zip(orders, grid[:-1], grid[1:]):
             iv = Interval(sched, s, t)
             k = 1 if iv.to_data else k

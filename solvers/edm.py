@@ -6,6 +6,7 @@ x~ = x / alpha, sigma~ = sigma / alpha = e^{-lambda}, so they run on VP and VE m
 from __future__ import annotations
 
 from .denoiser import bcast
+from .grids import ends_at_data, make_grid
 from .registry import Solver, register_solver
 
 
@@ -53,6 +54,14 @@ class Heun(_EDM):
         super().steps_for(nfe)
         return (nfe + 1) // 2  # 2 NFE per step; an odd budget ends with one Euler step (EDM: 2N - 1)
 
+    def grid_for(self, schedule, nfe):
+        if ends_at_data(self.grid, schedule):
+            # the last interval is a 1-NFE Euler jump to sigma = 0: Heun steps before it (one of them Euler
+            # when the budget is even), so the whole budget is spent
+            self.steps_for(nfe)
+            return make_grid(self.grid, schedule, nfe // 2 + 1, rho=self.rho)
+        return super().grid_for(schedule, nfe)
+
     def sample(self, denoiser, x_T, grid, generator=None):
         sched = denoiser.schedule
         _, a_0 = _tilde(sched, grid[0])
@@ -63,8 +72,11 @@ class Heun(_EDM):
             sg_t, a_t = _tilde(sched, t)
             d = self._d(denoiser, x, s, a_s)
             x_next = x + bcast(sg_t - sg_s, x) * d                        # Alg. 2 line 6 (Euler)
-            last = i == len(grid) - 2
-            euler_only = float(sg_t) == 0 or (last and denoiser.remaining is not None and denoiser.remaining < 1)
+            # the corrector needs 1 NFE more, and every later interval at least 1: where the budget is short the
+            # step is Euler (an odd budget's last step; the step before a jump to sigma = 0 for an even one)
+            later = len(grid) - 2 - i
+            short = denoiser.remaining is not None and denoiser.remaining - 1 < later
+            euler_only = float(sg_t) == 0 or short
             if not euler_only:
                 d2 = self._d(denoiser, x_next, t, a_t)                    # Alg. 2 line 9
                 x_next = x + bcast(sg_t - sg_s, x) * (d + d2) / 2          # Alg. 2 line 8 (trapezoid)

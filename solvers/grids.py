@@ -21,7 +21,9 @@ def logSNR(schedule: NoiseSchedule, steps: int, **_):
 
 
 def time_quadratic(schedule: NoiseSchedule, steps: int, **_):
-    return torch.linspace(schedule.T ** 0.5, schedule.t_min ** 0.5, steps + 1, dtype=F64) ** 2
+    t = torch.linspace(schedule.T ** 0.5, schedule.t_min ** 0.5, steps + 1, dtype=F64) ** 2
+    t[0], t[-1] = schedule.T, schedule.t_min  # sqrt(t_min)**2 != t_min in floating point
+    return t
 
 
 def karras(schedule: NoiseSchedule, steps: int, rho: float = 7.0, **_):
@@ -38,28 +40,43 @@ def karras(schedule: NoiseSchedule, steps: int, rho: float = 7.0, **_):
 # diffusers' integer-timestep spacings for discrete models. The grid holds the evaluated training steps
 # followed by the data point t = 0, the final jump to x0 that diffusers' schedulers make
 # (DDIM set_alpha_to_one, DPM-Solver/UniPC final_sigmas_type="zero").
-def _steps_to_grid(schedule, steps_desc):
+def _train_steps(schedule, name, steps) -> int:
     if schedule.num_train_steps is None:
-        raise ValueError(f"grid needs a discrete (training-step) schedule; {schedule.name} is continuous")
-    t = schedule.t_of_step(torch.as_tensor(np.asarray(steps_desc, dtype=np.float64)))
+        raise ValueError(f"grid '{name}' needs a discrete (training-step) schedule; {schedule.name} is continuous")
+    return schedule.num_train_steps
+
+
+def _steps_to_grid(schedule, name, steps_desc):
+    # np.array copies: a reversed numpy view has negative strides, which torch.as_tensor rejects
+    steps_desc = np.array(steps_desc, dtype=np.float64)
+    if steps_desc.size > 1 and not np.all(np.diff(steps_desc) < 0):
+        raise ValueError(f"grid '{name}' with {steps_desc.size} steps repeats a training step "
+                         f"(the schedule has {schedule.num_train_steps}); use fewer steps")
+    t = schedule.t_of_step(torch.as_tensor(steps_desc))
     return torch.cat([t, torch.zeros(1, dtype=F64)])
 
 
 def leading(schedule, steps: int, **_):
     """diffusers DDIM/PNDM 'leading': k * (N // M) for k = M-1..0."""
-    N = schedule.num_train_steps or 0
-    return _steps_to_grid(schedule, np.arange(steps - 1, -1, -1) * (N // steps))
+    N = _train_steps(schedule, "leading", steps)
+    return _steps_to_grid(schedule, "leading", np.arange(steps - 1, -1, -1) * (N // steps))
 
 
 def trailing(schedule, steps: int, **_):
-    N = schedule.num_train_steps or 0
-    return _steps_to_grid(schedule, np.round(np.arange(N, 0, -N / steps)) - 1)
+    N = _train_steps(schedule, "trailing", steps)
+    return _steps_to_grid(schedule, "trailing", np.round(np.arange(N, 0, -N / steps)) - 1)
 
 
 def linspace(schedule, steps: int, **_):
     """diffusers DPMSolverMultistep/UniPC 'linspace': round(linspace(0, N-1, M+1))[::-1][:-1]."""
-    N = schedule.num_train_steps or 0
-    return _steps_to_grid(schedule, np.round(np.linspace(0, N - 1, steps + 1))[::-1][:-1])
+    N = _train_steps(schedule, "linspace", steps)
+    return _steps_to_grid(schedule, "linspace", np.round(np.linspace(0, N - 1, steps + 1))[::-1][:-1])
+
+
+def ends_at_data(name: str, schedule: NoiseSchedule) -> bool:
+    """Whether grid `name` on `schedule` ends at the data point sigma = 0 (diffusers' spacings do), so that its
+    last interval is the first-order jump to x0 (1 NFE whatever the solver)."""
+    return float(schedule.sigma(make_grid(name, schedule, 1)[-1])) == 0.0
 
 
 GRIDS = {

@@ -12,6 +12,7 @@ import torch
 from torchdiffeq import odeint
 
 from .denoiser import bcast
+from .grids import ends_at_data, make_grid
 from .registry import Solver, register_solver
 
 
@@ -29,6 +30,13 @@ def pf_ode_rhs(denoiser):
 class _TorchDiffEq(Solver):
     default_grid = "logSNR"
     method = "?"
+
+    def grid_for(self, schedule, nfe):
+        if not self.adaptive and ends_at_data(self.grid, schedule):
+            # steps of nfe_per_step NFE, then the 1-NFE jump to sigma = 0
+            self.steps_for(nfe)
+            return make_grid(self.grid, schedule, (nfe - 1) // self.nfe_per_step + 1, rho=self.rho)
+        return super().grid_for(schedule, nfe)
 
     def sample(self, denoiser, x_T, grid, generator=None):
         sched = denoiser.schedule
@@ -72,6 +80,12 @@ class ODEDopri5(_TorchDiffEq):
 
     def steps_for(self, nfe):
         return 1  # only the endpoints matter; the step size is adaptive
+
+    def grid_for(self, schedule, nfe):
+        if ends_at_data(self.grid, schedule):
+            # integrate to t_min, then the x0 jump (not the jump from T a 1-step grid ending at 0 would give)
+            return torch.tensor([schedule.T, schedule.t_min, 0.0], dtype=torch.float64)
+        return super().grid_for(schedule, nfe)
 
     def _integrate(self, f, x, lam):
         ends = torch.stack([lam[0], lam[-1]]).to(x.dtype)

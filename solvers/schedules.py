@@ -150,16 +150,20 @@ class VPCosine(NoiseSchedule):
 
     def __init__(self, s: float = 0.008, t_min: float = 1e-3, T: float = 0.9946):
         self.s, self.t_min, self.T = s, t_min, T
-        self._la0 = math.log(math.cos(math.pi * s / (2 * (1 + s))))
+        self._la0 = math.log1p(-2 * math.sin(math.pi * s / (4 * (1 + s))) ** 2)
 
     def log_alpha(self, t):
         t = as_t(t)
+        # log cos(a) = log1p(-2 sin^2(a/2)): keeps full relative precision at small t, where log(cos(a)) is ~1e-4
+        a = math.pi / 2 * (t + self.s) / (1 + self.s)
         # clamp: rounding must not put alpha above 1 at t = 0
-        return (torch.log(torch.cos(math.pi / 2 * (t + self.s) / (1 + self.s))) - self._la0).clamp(max=0.0)
+        return (torch.log1p(-2 * torch.sin(a / 2) ** 2) - self._la0).clamp(max=0.0)
 
     def t_of_log_alpha(self, log_alpha):
         la = as_t(log_alpha)
-        return 2 * (1 + self.s) / math.pi * torch.arccos(torch.exp(la + self._la0)) - self.s
+        # arccos(c) = 2 asin(sqrt((1 - c) / 2)) with 1 - c = -expm1(.): arccos loses digits where c -> 1 (small t)
+        half_gap = -torch.expm1(la + self._la0) / 2
+        return 2 * (1 + self.s) / math.pi * 2 * torch.asin(torch.sqrt(half_gap)) - self.s
 
 
 class VE(NoiseSchedule):
