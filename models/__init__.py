@@ -2,5 +2,6 @@
 from .base import DiffusionModel, Reference, list_models, load_model, model_options, register_model
 
 from . import gmm2d  # noqa: E402,F401  (registers)
+from . import digits, digits_oracle  # noqa: E402,F401  (registers)
 
 __all__ = ["DiffusionModel", "Reference", "list_models", "load_model", "model_options", "register_model"]

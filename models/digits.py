@@ -6,8 +6,10 @@ network sees the fractional training-step index `schedule.model_time(t)`, class 
 (classifier-free guidance; y=None means unconditional), and the weights are an EMA. They ship as
 models/weights/digits.safetensors, sha256-checked on load (`nfebench train digits` recreates them).
 
-Architecture: a residual MLP on the 64 pixels, width 512, 6 pre-LayerNorm blocks, each conditioned on a
-sinusoidal embedding of the step index plus a class embedding.
+Architecture: a residual MLP on the 64 pixels (width 256, 4 pre-LayerNorm blocks with hidden width 512), each
+block conditioned on SiLU(MLP(sinusoidal embedding of the step index) + class embedding); 1.7 M parameters,
+6.9 MB in float32. Training (models/training.py): 14,000 steps of batch 256, AdamW lr 2e-3 with warmup and
+cosine decay, EMA 0.9995, about 6-10 minutes on 2 CPU cores.
 """
 from __future__ import annotations
 
@@ -96,8 +98,8 @@ class Digits(DiffusionModel):
             self.net.to(dtype=self.dtype)
         dev = self.net.inp.weight.device
         n = x.shape[0]
-        step = self.schedule.model_time(torch.as_tensor(t, dtype=torch.float64).expand(n) if
-                                        torch.as_tensor(t).dim() == 0 else t).to(dev)
+        t = torch.as_tensor(t, dtype=torch.float64)
+        step = self.schedule.model_time(t.expand(n) if t.dim() == 0 else t).to(dev)
         if y is None:
             y = torch.full((n,), NUM_CLASSES, dtype=torch.long, device=dev)
         else:

@@ -37,8 +37,8 @@ class _Threads:
         torch.set_num_threads(self.old)
 
 
-def train_digits(out_dir: Path | None = None, seed: int = 0, *, steps: int = 16000, batch_size: int = 256,
-                 lr: float = 1e-3, warmup: int = 500, weight_decay: float = 0.0, ema_decay: float = 0.9995,
+def train_digits(out_dir: Path | None = None, seed: int = 0, *, steps: int = 14000, batch_size: int = 256,
+                 lr: float = 2e-3, warmup: int = 500, weight_decay: float = 0.0, ema_decay: float = 0.9995,
                  p_uncond: float = 0.15, arch: dict | None = None, log=print) -> Path:
     """Train the digits eps-model from scratch; returns the written weights path."""
     from solvers.schedules import VPDiscrete
@@ -91,9 +91,11 @@ def train_digits(out_dir: Path | None = None, seed: int = 0, *, steps: int = 160
             if log and (k + 1) % 1000 == 0:
                 log(f"digits step {k + 1}/{steps} loss {running:.4f} ({time.perf_counter() - t0:.0f} s)")
         wall = time.perf_counter() - t0
+    if log:
+        log(f"digits: {steps} steps in {wall:.0f} s, final loss {running:.4f}")
     meta = {"seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr, "ema_decay": ema_decay,
-            "p_uncond": p_uncond, "arch": json.dumps(arch), "train_wall_s": f"{wall:.1f}",
-            "torch": torch.__version__, "final_loss": f"{running:.5f}"}
+            "p_uncond": p_uncond, "arch": json.dumps(arch), "torch": torch.__version__,
+            "final_loss": f"{running:.5f}"}
     return save_weights(ema.state_dict(), WEIGHTS_NAME, out_dir, meta)
 
 
@@ -132,7 +134,7 @@ def train_classifier(out_dir: Path | None = None, seed: int = 0, *, epochs: int 
         log(f"digits-classifier: held-out accuracy {acc:.4f} on {te.numel()} images, train {train_acc:.4f} "
             f"({wall:.0f} s)")
     meta = {"seed": seed, "epochs": epochs, "heldout_accuracy": f"{acc:.6f}", "heldout_n": str(te.numel()),
-            "train_accuracy": f"{train_acc:.6f}", "train_wall_s": f"{wall:.1f}", "torch": torch.__version__}
+            "train_accuracy": f"{train_acc:.6f}", "torch": torch.__version__}
     return save_weights(net.state_dict(), WEIGHTS_NAME, out_dir, meta)
 
 

@@ -50,7 +50,11 @@ def load_weights(name: str, directory: str | Path | None = None, train_cmd: str 
     from safetensors import safe_open
 
     path = weights_path(name, directory)
-    cmd = f"`{train_cmd or f'nfebench train {name}'}`"
+    if train_cmd is None:
+        train_cmd = f"nfebench train {name}"
+        if path.parent.resolve() != WEIGHTS_DIR:
+            train_cmd += f" --out {path.parent}"
+    cmd = f"`{train_cmd}`"
     if not path.is_file():
         raise WeightsError(f"weights file {path} is missing; recreate it with {cmd}")
     expected = recorded_sha256(path.parent).get(path.name)
@@ -66,6 +70,19 @@ def load_weights(name: str, directory: str | Path | None = None, train_cmd: str 
     return state, meta
 
 
+def _canonical_header(path: Path) -> None:
+    """Rewrite a safetensors header with sorted keys: safetensors writes the metadata in hash order, so the
+    same tensors and metadata would otherwise give different bytes (and sha256) from run to run."""
+    with open(path, "r+b") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+        text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+        if len(text) > n:  # cannot happen: the same content, reordered
+            raise RuntimeError(f"cannot canonicalise the safetensors header of {path}")
+        f.seek(8)
+        f.write(text + b" " * (n - len(text)))
+
+
 def save_weights(state: dict[str, torch.Tensor], name: str, directory: str | Path | None = None,
                  metadata: dict[str, str] | None = None) -> Path:
     """Write `<directory>/<name>.safetensors` (atomically) and record its sha256 in `<directory>/sha256.json`."""
@@ -77,6 +94,7 @@ def save_weights(state: dict[str, torch.Tensor], name: str, directory: str | Pat
     tmp = path.with_name(path.name + ".tmp")
     save_file({k: v.detach().to("cpu").contiguous() for k, v in sorted(state.items())}, str(tmp),
               metadata={k: str(v) for k, v in (metadata or {}).items()})
+    _canonical_header(tmp)
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
     sums = recorded_sha256(directory)

@@ -1,0 +1,169 @@
+"""Pseudo numerical methods (Liu et al. 2022, PNDM): a classical ODE formula on the noise predictions, then
+the DDIM transfer (spec ../shared/algorithms/pndm-momentum-time-shift.md section 1).
+
+A step t -> t' has a gradient part, which combines noise predictions into an effective e', and the transfer
+phi(x_t, e'; t -> t') of PNDM eq. (9), which is the DDIM step (`noise_step`): x_t' = alpha_t' (x_t/alpha_t +
+(sbar_t' - sbar_t) e'), sbar = sigma/alpha. Gradient parts:
+    linear multistep (PLMS, eq. 12): e' = AB_c(e_t, e_{t+d}, ...), c = min(order, history)
+    pseudo improved Euler (S-PNDM warm-up): e' = (e1 + e2)/2, e2 at the DDIM predictor x1
+    pseudo Runge-Kutta (F-PNDM warm-up, eq. 13): e' = (e1 + 2 e2 + 2 e3 + e4)/6, stages at the mid time
+Every transfer of a step starts from the step's own x_t; only e1 (at x_t) enters the multistep history.
+Model outputs always reach the combination as eps (the Denoiser converts x0- and v-prediction), never raw.
+
+The AB coefficients are the constant ones whatever the grid, as in every reference implementation (spec 1.6):
+they are exact for steps uniform in sbar only, so on the usual grids the methods are second order
+asymptotically (their higher-order terms still dominate at practical step counts).
+"""
+from __future__ import annotations
+
+from .exponential import Interval, noise_step
+from .grids import make_grid
+from .registry import Solver, register_solver
+
+# Adams-Bashforth coefficients, newest value first
+AB = {
+    1: (1.0,),
+    2: (3 / 2, -1 / 2),
+    3: (23 / 12, -16 / 12, 5 / 12),
+    4: (55 / 24, -59 / 24, 37 / 24, -9 / 24),
+    5: (1901 / 720, -2774 / 720, 2616 / 720, -1274 / 720, 251 / 720),
+}
+
+
+def combine(coefs, values):
+    """sum_j coefs[j] * values[-1 - j]: coefficients newest first, values oldest first."""
+    return sum(c * v for c, v in zip(coefs, reversed(values)))
+
+
+def transfer(schedule, x, e, s, t):
+    """PNDM's transfer phi(x_s, e; s -> t) = the DDIM step (s may be a per-sample (N,) time)."""
+    return noise_step(Interval(schedule, s, t), x, e)
+
+
+class LinearMultistep:
+    """PLMS-k gradient part: e' = AB_c of the stored noise predictions, c = min(k, stored). One per sample call."""
+
+    def __init__(self, order: int):
+        self.order, self.es = order, []
+
+    def push(self, e):
+        self.es = (self.es + [e])[-self.order:]
+
+    def step(self, e):
+        """Store e (1 NFE of this step) and return the slope of the step."""
+        self.push(e)
+        return combine(AB[len(self.es)], self.es)
+
+
+class PseudoLinearMultistep(Solver):
+    """Shared sampler of the PNDM family: warm-up steps ('heun', 'prk' or 'ab'), then linear multistep steps.
+
+    Subclasses set `order` (the AB order), `warmup` and `multistep()` (the gradient part); the time-shift
+    sampler overrides `next_source`.
+    """
+
+    order = 4
+    warmup = "heun"
+    default_grid = "leading"   # the PNDM papers' uniform grid: k * (N // S), then the data point
+
+    @property
+    def warmup_steps(self) -> int:
+        return {"ab": 0, "heun": 1, "prk": self.order - 1}[self.warmup]
+
+    @property
+    def extra_nfe(self) -> int:
+        """NFE beyond one a step: a pseudo-Heun step costs 2, a pseudo-RK step 4."""
+        return {"ab": 1, "heun": 2, "prk": 4}[self.warmup] * self.warmup_steps - self.warmup_steps
+
+    @property
+    def min_nfe(self) -> int:
+        # warm-up steps land on sigma > 0 only when at least one multistep step follows them (a grid may end
+        # at sigma = 0, where no stage can be evaluated)
+        return self.warmup_steps + self.extra_nfe + (1 if self.warmup_steps else 0) or 1
+
+    def steps_for(self, nfe):
+        super().steps_for(nfe)
+        return nfe - self.extra_nfe
+
+    def grid_for(self, schedule, nfe):
+        grid = self.grid
+        if "grid" not in self.given and schedule.num_train_steps is None:
+            grid = "time_uniform"   # the uniform grid of a continuous schedule
+        return make_grid(grid, schedule, self.steps_for(nfe), rho=self.rho)
+
+    def multistep(self) -> LinearMultistep:
+        return LinearMultistep(self.order)
+
+    def next_source(self, schedule, x, i, grid):
+        """Time the model sees at the state reached by step i (the nominal grid time; see time_shift)."""
+        return grid[i + 1]
+
+    def sample(self, denoiser, x_T, grid, generator=None):
+        sched, x = denoiser.schedule, x_T
+        lms = self.multistep()
+        s = grid[0]
+        for i, t in enumerate(grid[1:]):
+            e = denoiser.eps(x, s)
+            if i < self.warmup_steps and float(sched.sigma(t)) > 0:
+                lms.push(e)
+                slope = (self._pseudo_heun if self.warmup == "heun" else self._pseudo_rk)(denoiser, x, e, s, t)
+            else:   # a warm-up step onto sigma = 0 cannot evaluate there: it is a multistep step
+                slope = lms.step(e)
+            x = transfer(sched, x, slope, s, t)
+            if i < len(grid) - 2:
+                s = self.next_source(sched, x, i, grid)
+        return x
+
+    @staticmethod
+    def _pseudo_heun(denoiser, x, e1, s, t):
+        x1 = transfer(denoiser.schedule, x, e1, s, t)
+        return (e1 + denoiser.eps(x1, t)) / 2
+
+    @staticmethod
+    def _pseudo_rk(denoiser, x, e1, s, t):
+        """PNDM eq. (13); the mid time is halfway in t (the official code's (t + t_next)/2)."""
+        sched, mid = denoiser.schedule, (s + t) / 2
+        e2 = denoiser.eps(transfer(sched, x, e1, s, mid), mid)
+        e3 = denoiser.eps(transfer(sched, x, e2, s, mid), mid)
+        e4 = denoiser.eps(transfer(sched, x, e3, s, t), t)
+        return (e1 + 2 * e2 + 2 * e3 + e4) / 6
+
+
+@register_solver("plms")
+class PLMS(PseudoLinearMultistep):
+    """PLMS (diffusers/CompVis, skip_prk_steps): pseudo-Heun step, then AB2, AB3, AB4; NFE = steps + 1.
+
+    Options: `order` k of the AB formula (4), `warmup`: 'heun' (diffusers/CompVis: the first step is a
+    pseudo-Heun step, 2 NFE, whose corrected state is evaluated again, the repeated timestep of diffusers;
+    then AB2, AB3 until the history holds k values), 'prk' (k - 1 pseudo-RK steps of 4 NFE, F-PNDM) or 'ab'
+    (AB1, AB2, ... warm-up at 1 NFE a step: the momentum paper's PLMS-k, NFE = steps).
+    NFE = steps + 1 ('heun'), steps + 3(k - 1) ('prk'), steps ('ab'); min_nfe 3, 4k - 3, 1: a warm-up step needs
+    a multistep step after it, since a grid may end at sigma = 0 where no stage can be evaluated (a warm-up step
+    that lands there anyway is a multistep step).
+    Deviations from the reference code: on a continuous schedule the default grid is time_uniform; F-PNDM's
+    mid time is (t + t')/2 in continuous time (diffusers rounds it to t - floor(d/2) training steps); sampling
+    follows diffusers' table indexing (abar[k] at step k), not the official PNDM code's abar[k + 1]; the
+    'leading' grid ends at the data point (diffusers' set_alpha_to_one=True), where the official code and
+    diffusers' default stop at abar[0].
+    """
+
+    defaults = {"order": 4, "warmup": "heun"}
+    choices = {"order": (1, 2, 3, 4), "warmup": ("heun", "prk", "ab")}
+
+
+@register_solver("s-pndm")
+class SPNDM(PseudoLinearMultistep):
+    """S-PNDM: one pseudo-Heun step (2 NFE), then AB2 (PNDM official gen_order_2); NFE = steps + 1, min 3."""
+
+    order, warmup = 2, "heun"
+
+
+@register_solver("f-pndm")
+class FPNDM(PseudoLinearMultistep):
+    """F-PNDM (PNDM paper Alg. 2): three pseudo-RK steps (4 NFE each), then PLMS/AB4; NFE = steps + 9, min 13.
+
+    min_nfe is 13, not the paper's 12 (three PRK steps alone): a grid may end at sigma = 0, where the last
+    pseudo-RK stage cannot be evaluated, so at least one multistep step follows the warm-up.
+    """
+
+    order, warmup = 4, "prk"
