@@ -4,7 +4,8 @@ The model names its torch-fidelity feature extractor (`model.feature_extractor`,
 its registered reference dataset (`model.fid_reference`, e.g. 'digits'); both are registered by
 `models.classifier.register_fidelity`. Samples stay in model space (float (N, 1, 8, 8) in [-1, 1]); they are
 clipped to [-1, 1] as saving them as images would, and non-finite samples are dropped (never averaged in).
-FID and KID come from `torch_fidelity.calculate_metrics` (KID: 100 subsets of min(1000, N) samples). The
+FID and KID come from `torch_fidelity.calculate_metrics` (KID: `kid_subsets` subsets, default 100, of
+min(1000, N) samples). The
 reference features and FID statistics are cached by torch-fidelity under `cache_dir` (or the user cache dir),
 in a folder keyed by the extractor's weights sha256 so that retrained weights never meet stale statistics.
 Nothing touches the network.
@@ -31,7 +32,7 @@ def _cache_root(cache_dir: Path | None, sha: str) -> Path:
     return base / "fidelity" / f"digits-classifier-{sha[:12]}"
 
 
-def _calculate(input1, input2, cache_root: Path, kid: bool, n_min: int) -> dict:
+def _calculate(input1, input2, cache_root: Path, kid: bool, n_min: int, kid_subsets: int = KID_SUBSETS) -> dict:
     import torch_fidelity
 
     kwargs = dict(input1=input1, input2=input2, feature_extractor="digits-classifier", fid=True, kid=kid,
@@ -39,7 +40,7 @@ def _calculate(input1, input2, cache_root: Path, kid: bool, n_min: int) -> dict:
                   cache_root=str(cache_root), datasets_root=str(cache_root / "datasets"),
                   datasets_download=False)
     if kid:
-        kwargs.update(kid_subsets=KID_SUBSETS, kid_subset_size=min(KID_SUBSET_SIZE, n_min))
+        kwargs.update(kid_subsets=kid_subsets, kid_subset_size=min(KID_SUBSET_SIZE, n_min))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = torch_fidelity.calculate_metrics(**kwargs)
@@ -61,7 +62,7 @@ def _clean(samples: torch.Tensor, labels):
 
 
 def fidelity_metrics(model, samples: torch.Tensor, labels: torch.Tensor | None,
-                     cache_dir: Path | None = None) -> dict:
+                     cache_dir: Path | None = None, kid_subsets: int = KID_SUBSETS) -> dict:
     """{'fid', 'kid', 'cond_acc'} of model-space samples (N, 1, 8, 8) against the model's reference dataset.
 
     cond_acc is the digits classifier's accuracy on the samples w.r.t. their conditioning labels (nan without
@@ -80,7 +81,7 @@ def fidelity_metrics(model, samples: torch.Tensor, labels: torch.Tensor | None,
     out = {"fid": math.nan, "kid": math.nan, "cond_acc": math.nan}
     if x.shape[0] >= 2:
         root = _cache_root(cache_dir, classifier_info()["sha256"])
-        out.update(_calculate(TensorImages(x), reference, root, kid=True, n_min=x.shape[0]))
+        out.update(_calculate(TensorImages(x), reference, root, kid=True, n_min=x.shape[0], kid_subsets=kid_subsets))
     if y is not None and x.shape[0] > 0:
         out["cond_acc"] = float((classify(x) == y).double().mean())
     return out

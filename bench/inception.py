@@ -206,7 +206,8 @@ def save_fid_stats(reference: str, path, *, inception_weights: str | None = None
 
 
 def inception_metrics(model, samples: torch.Tensor, *, inception_weights: str | None = None,
-                      fid_stats: str | None = None, reference: str | None = None, cache_dir=None) -> dict:
+                      fid_stats: str | None = None, reference: str | None = None, cache_dir=None,
+                      kid_subsets_n: int = KID_SUBSETS) -> dict:
     """{'fid', 'kid'} of image samples in [-1, 1] under torch-fidelity's InceptionV3.
 
     fid_stats (an .npz with mu, sigma) takes precedence over `reference` (a torch-fidelity dataset name such as
@@ -229,4 +230,4 @@ def inception_metrics(model, samples: torch.Tensor, *, inception_weights: str | 
     ref, mu_ref, sigma_ref = _reference_features(reference, extractor, _weights_tag(inception_weights), cuda,
                                                  cache_dir)
     return {"fid": frechet(mu, sigma, mu_ref, sigma_ref),
-            "kid": kid_subsets(feats, ref, device="cuda" if cuda else "cpu")}
+            "kid": kid_subsets(feats, ref, subsets=kid_subsets_n, device="cuda" if cuda else "cpu")}

@@ -201,10 +201,11 @@ class Runner:
                 m.update(inception_metrics(model, xs, inception_weights=self.spec.inception_weights or None,
                                            fid_stats=self.spec.fid_stats or None,
                                            reference=getattr(model, "fid_reference", None),
-                                           cache_dir=self.cache_dir))
+                                           cache_dir=self.cache_dir, kid_subsets_n=self.spec.kid_subsets))
             else:
                 from .fidelity import fidelity_metrics
-                m.update(fidelity_metrics(model, xs, None if y is None else y[ok], cache_dir=self.cache_dir))
+                m.update(fidelity_metrics(model, xs, None if y is None else y[ok], cache_dir=self.cache_dir,
+                                           kid_subsets=self.spec.kid_subsets))
         if "traj_rmse" in wanted:
             ref = reference_solution(model, x_T, y, cell.guidance, grid[-1], self.spec.reference_rtol,
                                      self.cache_dir, f"{cell.model}|{cell.seed}|{self.spec.dtype}",

@@ -42,6 +42,7 @@ class RunStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.cells_dir = self.root / "cells"
+        self._rows: dict[str, dict] | None = None  # key -> row; read from cells/ once, then kept in step
 
     def ensure(self):
         self.cells_dir.mkdir(parents=True, exist_ok=True)
@@ -56,7 +57,10 @@ class RunStore:
         return self.cell_path(key).is_file()
 
     def write_cell(self, key: str, row: dict):
-        atomic_write(self.cell_path(key), json.dumps(_jsonable(row), indent=1, sort_keys=True))
+        text = json.dumps(_jsonable(row), indent=1, sort_keys=True)
+        atomic_write(self.cell_path(key), text)
+        if self._rows is not None:
+            self._rows[key] = json.loads(text)  # as a reread would see it
 
     def write_samples(self, key: str, samples: dict):
         path = self.root / "samples" / f"{key}.pt"
@@ -70,10 +74,10 @@ class RunStore:
         return torch.load(path) if path.is_file() else None
 
     def read_cells(self) -> list[dict]:
-        rows = []
-        for p in sorted(self.cells_dir.glob("*.json")):
-            rows.append(json.loads(p.read_text()))
-        return rows
+        # one read of cells/ per store: rewriting results.csv after every cell must not reread them all
+        if self._rows is None:
+            self._rows = {p.stem: json.loads(p.read_text()) for p in sorted(self.cells_dir.glob("*.json"))}
+        return [self._rows[k] for k in sorted(self._rows)]
 
     def write_meta(self, meta: dict, name: str = "run.json"):
         atomic_write(self.root / name, json.dumps(_jsonable(meta), indent=1, sort_keys=True))

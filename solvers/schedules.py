@@ -112,6 +112,7 @@ def _interp(x, xp, fp):
     """Piecewise-linear interpolation with linear extrapolation at both ends (xp increasing)."""
     shape = x.shape
     x = x.reshape(-1).contiguous()
+    xp, fp = xp.to(x.device), fp.to(x.device)  # the knots live on the CPU; per-sample times may not
     idx = torch.searchsorted(xp, x).clamp(1, xp.numel() - 1)
     x0, x1, f0, f1 = xp[idx - 1], xp[idx], fp[idx - 1], fp[idx]
     out = f0 + (x - x0) * (f1 - f0) / (x1 - x0)

@@ -18,6 +18,8 @@ CASES = [
     (["run", "--samples", "-5", "--out", "{tmp}"], ["samples must be a positive integer"]),
     (["run", "--nfe", "five", "--out", "{tmp}"], ["bad value for 'nfe'"]),
     (["run", "--models", "gmm2d:schedule=vq", "--out", "{tmp}"], ["schedule=vq", "vp-discrete"]),
+    (["run", "--kid-subsets", "0", "--out", "{tmp}"], ["kid_subsets must be a positive integer"]),
+    (["run", "--below-min-nfe", "drop", "--out", "{tmp}"], ["--below-min-nfe", "'skip'"]),
     (["run", "nonexistent.toml"], ["spec file not found"]),
     (["table", "{tmp}/nothing"], ["no run found"]),
     (["list", "widgets"], ["invalid choice"]),

@@ -33,6 +33,31 @@ def test_unknown_key_and_bad_toml(tmp_path):
 
 def test_shipped_suites_parse():
     from bench.cli import _suite_path
-    for name in ("quick", "standard"):
+    for name in ("quick", "standard", "time-shift-momentum"):
         spec = RunSpec.from_toml(_suite_path(name))
         assert spec.models and spec.solvers and spec.nfe
+
+
+def test_standard_suite_covers_the_registry_and_embedded_models():
+    """`standard` = every fixed-budget solver on every embedded model, NFE 3..50, guidance 1 and a high value."""
+    from bench.cli import _suite_path
+    from models import list_models
+    from solvers import get_solver, list_solvers
+    spec = RunSpec.from_toml(_suite_path("standard"))
+    shipped = {n for n in list_solvers() if type(get_solver(n)).__module__.startswith("solvers.")}  # no plugins
+    fixed_budget = {n for n in shipped if not get_solver(n).adaptive}
+    assert set(spec.solvers) == fixed_budget
+    assert set(spec.models) == {m for m in list_models() if not m.startswith("hf:")}
+    assert min(spec.nfe) == 3 and max(spec.nfe) == 50
+    assert 1.0 in spec.guidance and max(spec.guidance) >= 4 and len(spec.seeds) == 3
+
+
+def test_kid_subsets_from_file_and_flags(tmp_path):
+    p = tmp_path / "s.toml"
+    p.write_text("kid_subsets = 7\n")
+    spec = RunSpec.from_toml(p)
+    assert spec.kid_subsets == 7
+    spec.update({"kid_subsets": "3"})
+    assert spec.kid_subsets == 3
+    with pytest.raises(SpecError, match="kid_subsets must be a positive integer"):
+        spec.update({"kid_subsets": 0})
