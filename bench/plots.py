@@ -15,8 +15,11 @@ import numpy as np  # noqa: E402
 
 from .tables import LOWER_IS_BETTER, METRIC_NAMES, summarize  # noqa: E402
 
-# 26 distinguishable colours (tab20 without its greys, then Dark2), none close to the grey density plots
-_COLORS = [c for i, c in enumerate(plt.get_cmap("tab20").colors) if i not in (14, 15)] + list(plt.get_cmap("Dark2").colors)
+# 26 colours: the strong halves of tab20 and Dark2 first (visible on white and on the grey density plots), the
+# pale half of tab20 last; greys left out
+_TAB20 = plt.get_cmap("tab20").colors
+_COLORS = ([c for i, c in enumerate(_TAB20) if i % 2 == 0 and i != 14] + list(plt.get_cmap("Dark2").colors)[:7]
+           + [c for i, c in enumerate(_TAB20) if i % 2 == 1 and i != 15])
 _MARKERS = "os^vD<>pPhX*d"
 
 
@@ -85,9 +88,11 @@ def metric_vs_nfe(df, metric: str, out_dir: Path, loglog: bool | None = None) ->
     return paths
 
 
-def sample_grid(df, store, out_dir: Path, max_solvers: int = 12, per_cell: int = 8) -> list[Path]:
-    """Image models: rows solvers, columns NFE, same noise (seed of the first cells). gmm2d: samples over the
-    true density, one panel per NFE for each solver."""
+def sample_grid(df, store, out_dir: Path, max_solvers: int = 30, per_cell: int = 8,
+                max_point_columns: int = 6) -> list[Path]:
+    """Image models: rows solvers, columns NFE, same noise (seed of the first cells), `per_cell` images in two
+    rows per cell. gmm2d: samples over the true density, one panel per NFE for each solver (at most
+    `max_point_columns` NFE values, spread over the list, so the figure stays readable)."""
     from models import load_model
 
     paths = []
@@ -107,6 +112,8 @@ def sample_grid(df, store, out_dir: Path, max_solvers: int = 12, per_cell: int =
             paths.append(_image_grid(model, store, get, solvers, nfes, per_cell, out_dir / f"{tag}.png",
                                      f"{model_spec}, guidance {g:g}"))
         elif model.shape == (2,):
+            if len(nfes) > max_point_columns:
+                nfes = [nfes[round(i)] for i in np.linspace(0, len(nfes) - 1, max_point_columns)]
             paths.append(_points_grid(model, store, get, solvers, nfes, out_dir / f"{tag}.png",
                                       f"{model_spec}"))
     return paths
@@ -123,9 +130,11 @@ def _pad_img(img):
 
 
 def _image_grid(model, store, get, solvers, nfes, per_cell, path, title):
-    fig, axes = plt.subplots(len(solvers), len(nfes), figsize=(1.2 * len(nfes) * per_cell / 4 + 1.5,
-                                                                1.2 * len(solvers) * 2 / 2 + 0.6),
-                             squeeze=False)
+    cols = (per_cell + 1) // 2                   # a cell shows its images in two rows
+    tile = 0.42                                  # inches per image
+    fig, axes = plt.subplots(len(solvers), len(nfes), figsize=(tile * cols * len(nfes) * 1.08 + 1.4,
+                                                                tile * 2 * len(solvers) * 1.12 + 0.7),
+                             squeeze=False, gridspec_kw={"wspace": 0.08, "hspace": 0.12})
     for i, s in enumerate(solvers):
         for j, n in enumerate(nfes):
             ax = axes[i][j]
@@ -133,16 +142,19 @@ def _image_grid(model, store, get, solvers, nfes, per_cell, path, title):
             ax.set_yticks([])
             smp = store.read_samples(get[(s, n)]) if (s, n) in get else None
             if smp is not None:
-                xs = smp["x"][:per_cell].float()
-                xs = torch_nan_to_gray(xs)
-                row = np.concatenate([_pad_img(_to_img(x)) for x in xs], axis=1)
-                ax.imshow(row, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+                xs = torch_nan_to_gray(smp["x"][:2 * cols].float())
+                tiles = [_pad_img(_to_img(x)) for x in xs]
+                tiles += [np.ones_like(tiles[0])] * (2 * cols - len(tiles))
+                block = np.concatenate([np.concatenate(tiles[:cols], axis=1),
+                                        np.concatenate(tiles[cols:], axis=1)], axis=0)
+                ax.imshow(block, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             if i == 0:
                 ax.set_title(f"NFE {n}", fontsize=9)
             if j == 0:
                 ax.set_ylabel(s, fontsize=8, rotation=0, ha="right", va="center")
-    fig.suptitle(f"Samples (same noise across solvers and NFE) — {title}", fontsize=10)
-    fig.tight_layout()
+    fig.suptitle(f"Samples (same noise across solvers and NFE) — {title}", fontsize=10,
+                 y=1 - 0.2 / fig.get_figheight())
+    fig.subplots_adjust(left=1.3 / fig.get_figwidth(), right=0.99, bottom=0.01, top=1 - 0.75 / fig.get_figheight())
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
@@ -157,17 +169,20 @@ def _points_grid(model, store, get, solvers, nfes, path, title):
     import torch
     ref = model.reference.sample(20000, torch.Generator().manual_seed(0)).numpy()
     H, xe, ye = np.histogram2d(ref[:, 0], ref[:, 1], bins=120, range=[[-3.5, 3.5], [-3.5, 3.5]], density=True)
-    fig, axes = plt.subplots(len(solvers), len(nfes), figsize=(2.2 * len(nfes) + 1.5, 2.2 * len(solvers) + 0.6),
+    side = 2.2 if len(solvers) <= 8 else 1.4
+    fig, axes = plt.subplots(len(solvers), len(nfes), figsize=(side * len(nfes) + 1.5, side * len(solvers) + 0.6),
                              squeeze=False)
     for i, s in enumerate(solvers):
         for j, n in enumerate(nfes):
             ax = axes[i][j]
-            ax.imshow(np.log1p(H.T * 20), origin="lower", extent=[-3.5, 3.5, -3.5, 3.5], cmap="Greys",
-                      aspect="equal")
+            dens = np.log1p(H.T * 20)
+            ax.imshow(dens, origin="lower", extent=[-3.5, 3.5, -3.5, 3.5], cmap="Greys", aspect="equal",
+                      vmin=0, vmax=2 * dens.max())  # light grey: the samples on top stay visible
             smp = store.read_samples(get[(s, n)]) if (s, n) in get else None
             if smp is not None:
                 p = smp["x"].double().numpy()
-                ax.scatter(p[:, 0], p[:, 1], s=2, color=style(s)["color"], alpha=0.7, lw=0)
+                dark = tuple(0.75 * c for c in matplotlib.colors.to_rgb(style(s)["color"]))  # stands out on grey
+                ax.scatter(p[:, 0], p[:, 1], s=2.5, color=dark, alpha=0.8, lw=0)
             ax.set_xlim(-3.5, 3.5)
             ax.set_ylim(-3.5, 3.5)
             ax.set_xticks([])

@@ -42,31 +42,44 @@ class DigitsOracle(DiffusionModel):
 
     def log_weights(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Unnormalised log posterior weights (N, M) of the training images given x_t (float64)."""
-        xf = x.reshape(x.shape[0], -1).to(self.images.device, F64)
-        t = torch.as_tensor(t, dtype=F64).cpu()   # the schedule's knots live on the CPU
-        t = t.expand(xf.shape[0]) if t.dim() == 0 else t
-        a = self.schedule.alpha(t).to(xf.device)[:, None]
-        s2 = self.schedule.sigma(t).to(xf.device)[:, None] ** 2
-        # -||x - a x_i||^2 / (2 s^2) up to the per-row constant -||x||^2 / (2 s^2)
-        logits = (a * (xf @ self.images.T) - 0.5 * a ** 2 * self.sqnorm[None]) / s2
+        logits = self._logits(x, t, self.images, self.sqnorm)
         if y is not None:
-            y = torch.as_tensor(y, dtype=torch.long).to(xf.device)
+            y = torch.as_tensor(y, dtype=torch.long).to(logits.device)
             cond = y < NUM_CLASSES
             mask = cond[:, None] & (self.labels[None] != y[:, None])
             logits = logits.masked_fill(mask, float("-inf"))
         return logits
 
+    def _logits(self, x, t, images, sqnorm):
+        xf = x.reshape(x.shape[0], -1).to(images.device, F64)
+        t = torch.as_tensor(t, dtype=F64).cpu()   # the schedule's knots live on the CPU
+        t = t.expand(xf.shape[0]) if t.dim() == 0 else t
+        a = self.schedule.alpha(t).to(xf.device)[:, None]
+        s2 = self.schedule.sigma(t).to(xf.device)[:, None] ** 2
+        # -||x - a x_i||^2 / (2 s^2) up to the per-row constant -||x||^2 / (2 s^2)
+        return (a * (xf @ images.T) - 0.5 * a ** 2 * sqnorm[None]) / s2
+
     def posterior_mean(self, x, t, y=None) -> torch.Tensor:
-        """E[x0 | x_t = x (, y)] in float64, shape (N, 1, 8, 8)."""
+        """E[x0 | x_t = x (, y)] in float64, shape (N, 1, 8, 8).
+
+        Rows with a class label only weigh that class's images (the others have weight exactly 0), so they are
+        computed per class, on a tenth of the images; unconditional rows use all of them."""
         n = x.shape[0]
         t = torch.as_tensor(t, dtype=F64)
         t = t.expand(n) if t.dim() == 0 else t
-        outs = []
-        for i in range(0, n, self.batch_size):
-            yb = None if y is None else y[i:i + self.batch_size]
-            w = torch.softmax(self.log_weights(x[i:i + self.batch_size], t[i:i + self.batch_size], yb), dim=1)
-            outs.append(w @ self.images)
-        return torch.cat(outs).reshape(n, *SHAPE) if outs else torch.zeros(0, *SHAPE, dtype=F64)
+        out = torch.zeros(n, self.images.shape[1], dtype=F64, device=self.images.device)
+        y = None if y is None else torch.as_tensor(y, dtype=torch.long).to(self.images.device)
+        groups = [(torch.arange(n, device=self.images.device), None)] if y is None else \
+            [(torch.nonzero(y == c).flatten(), c) for c in range(NUM_CLASSES)] + \
+            [(torch.nonzero(y >= NUM_CLASSES).flatten(), None)]
+        for rows, c in groups:
+            images = self.images if c is None else self.images[self.labels == c]
+            sqnorm = self.sqnorm if c is None else self.sqnorm[self.labels == c]
+            for i in range(0, rows.numel(), self.batch_size):
+                r = rows[i:i + self.batch_size]
+                w = torch.softmax(self._logits(x[r.to(x.device)], t[r.cpu()], images, sqnorm), dim=1)
+                out[r] = w @ images
+        return out.reshape(n, *SHAPE)
 
     def forward(self, x, t, y=None):
         return self.posterior_mean(x, t, y).to(device=x.device, dtype=x.dtype)
