@@ -111,7 +111,7 @@ def cmd_run(args) -> int:
         from .tables import to_markdown
         if len(df):
             print(to_markdown(df, "fid"))
-        print(f"wrote {spec.out}/results.csv, fid_vs_nfe.md and plots", file=sys.stderr)
+        print(f"wrote {spec.out}/results.csv, fid_vs_nfe.md, fid_vs_nfe.tex and plots", file=sys.stderr)
     if summary["failed"]:
         print(f"nfebench: {len(summary['failed'])} cell(s) failed; rerun the same command to retry them",
               file=sys.stderr)

@@ -147,4 +147,5 @@ def write_tables(df: pd.DataFrame, run_dir) -> None:
     if "cond_acc" in df.columns and df["cond_acc"].notna().any():
         text += "\n" + to_markdown(df, "cond_acc")
     atomic_write(Path(run_dir) / "fid_vs_nfe.md", f"# FID-vs-NFE tables\n\n{text}")
+    atomic_write(Path(run_dir) / "fid_vs_nfe.tex", to_latex(df, "fid"))  # booktabs, for a paper
 
