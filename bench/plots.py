@@ -54,6 +54,8 @@ def metric_vs_nfe(df, metric: str, out_dir: Path, loglog: bool | None = None) ->
         if part["mean"].notna().sum() == 0:
             continue
         fig, ax = plt.subplots(figsize=(7.5, 4.8))
+        positive = (part["mean"].dropna() > 0).all()
+        logy = bool((loglog if loglog is not None else positive) and positive)
         for solver, line in part.groupby("solver", sort=False):
             line = line.sort_values("nfe")
             st = style(solver)
@@ -62,11 +64,12 @@ def metric_vs_nfe(df, metric: str, out_dir: Path, loglog: bool | None = None) ->
                 label = f"{solver} (slope {fit_slope(line['nfe'], line['mean']):.2f})"
             ax.plot(line["nfe"], line["mean"], label=label, lw=1.6, ms=5, **st)
             if line["ci95"].notna().any():
-                ax.fill_between(line["nfe"], line["mean"] - line["ci95"], line["mean"] + line["ci95"],
-                                color=st["color"], alpha=0.15, lw=0)
-        positive = (part["mean"].dropna() > 0).all()
+                lo = line["mean"] - line["ci95"]
+                if logy:  # an interval reaching zero has no place on a log axis: leave a gap, not a smear
+                    lo = lo.where(lo > 0)
+                ax.fill_between(line["nfe"], lo, line["mean"] + line["ci95"], color=st["color"], alpha=0.15, lw=0)
         ax.set_xscale("log")
-        if (loglog if loglog is not None else positive) and positive:
+        if logy:
             ax.set_yscale("log")
         nfes = sorted(part["nfe"].unique())
         ax.set_xticks(nfes)
@@ -192,7 +195,7 @@ def _points_grid(model, store, get, solvers, nfes, path, title):
             if j == 0:
                 ax.set_ylabel(s, fontsize=8)
     fig.suptitle(f"Samples over the true density (grey) — {title}", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))  # room for the title above the NFE labels
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
@@ -205,6 +208,7 @@ def plot_run(run_dir, metrics=("fid", "traj_rmse", "cond_acc")) -> list[Path]:
     paths = []
     for m in metrics:
         if m in df.columns and df[m].notna().any():
-            paths += metric_vs_nfe(df, m, run_dir, loglog=True if m == "traj_rmse" else None)
+            log_y = {"traj_rmse": True, "cond_acc": False}.get(m)  # accuracy reads best on a linear 0..1 axis
+            paths += metric_vs_nfe(df, m, run_dir, loglog=log_y)
     paths += sample_grid(df, RunStore(run_dir), run_dir)
     return paths

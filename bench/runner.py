@@ -139,6 +139,9 @@ class Runner:
         for cell in todo:
             if bar is not None:
                 bar.set_postfix_str(cell.label())
+            if self.store.has(cell.key):  # finished meanwhile by another process on the same run directory
+                bar.update(1) if bar is not None else None
+                continue
             try:
                 row = self.run_cell(cell)
             except (KeyboardInterrupt, SystemExit):
