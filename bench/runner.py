@@ -158,6 +158,7 @@ class Runner:
         if bar is not None:
             bar.close()
         self.store.write_meta(_run_meta(self.spec, started, _now()))
+        self.store.forget_rows()  # reread cells/: another process may have finished some of them
         df = self.store.write_results()
         return {"cells": len(cells), "ran": len(todo) - len(failed), "skipped": done, "failed": failed,
                 "results": df}

@@ -79,6 +79,9 @@ class RunStore:
             self._rows = {p.stem: json.loads(p.read_text()) for p in sorted(self.cells_dir.glob("*.json"))}
         return [self._rows[k] for k in sorted(self._rows)]
 
+    def forget_rows(self):
+        self._rows = None
+
     def write_meta(self, meta: dict, name: str = "run.json"):
         atomic_write(self.root / name, json.dumps(_jsonable(meta), indent=1, sort_keys=True))
 

@@ -98,3 +98,17 @@ def test_sampling_lands_on_training_images(oracle):
     # the grid ends at t_min (sigma = 0.01): what remains is that noise, ~0.01 * sqrt(64)
     assert nn_dist.mean() < 0.2
     assert (oracle.labels[idx] == y).all()
+
+
+def test_mixed_labels_per_row(oracle):
+    """Rows of one batch with different labels (and the null label 10 = unconditional) each get their own
+    posterior mean, per-sample times included."""
+    g = torch.Generator().manual_seed(1)
+    y = torch.tensor([3, 10, 0, 3, 9, 10])
+    x = torch.randn(6, 1, 8, 8, generator=g, dtype=F64)
+    t = torch.linspace(0.05, 0.9, 6, dtype=F64)
+    got = oracle.forward(x, t, y).reshape(6, -1)
+    for i in range(6):
+        a, s = float(oracle.schedule.alpha(t[i])), float(oracle.schedule.sigma(t[i]))
+        images = oracle.images if y[i] == 10 else oracle.images[oracle.labels == y[i]]
+        torch.testing.assert_close(got[i:i + 1], _naive(images, x[i:i + 1], a, s))

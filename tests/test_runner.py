@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import torch
 
-from bench.runner import Runner
+from bench.runner import Runner, plan
 from bench.spec import RunSpec
 from solvers import Solver, register_solver
 
@@ -75,3 +75,24 @@ def test_unconditional_models_skip_guidance(tmp_path):
     assert len(pd.read_csv(tmp_path / "results.csv")) == 1
     assert any("unconditional: guidance 3 skipped" in m for m in logs)
     assert torch.load(next((tmp_path / "samples").glob("*.pt")))["x"].shape == (50, 2)
+
+
+def test_cells_finished_by_another_process_are_not_rerun(tmp_path, monkeypatch):
+    """Two processes on one run directory: a cell whose file appears while the grid runs is skipped."""
+    spec = RunSpec(models=["gmm2d"], solvers=["ddim"], nfe=[3, 4, 5], samples=50, metrics=["fid"])
+    runner = Runner(spec, tmp_path, log=lambda *_: None)
+    real, ran = runner.run_cell, []
+
+    def run_cell(cell):
+        ran.append(cell.nfe)
+        row = real(cell)
+        if cell.nfe == 3:  # meanwhile "another process" finishes NFE 5
+            other = next(c for c in plan(spec)[0] if c.nfe == 5)
+            path = runner.store.cell_path(other.key)  # written behind this store's back
+            path.write_text(json.dumps({**row, "nfe": 5}))
+        return row
+
+    monkeypatch.setattr(runner, "run_cell", run_cell)
+    runner.run()
+    assert ran == [3, 4]
+    assert sorted(pd.read_csv(tmp_path / "results.csv").nfe) == [3, 4, 5]
