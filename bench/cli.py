@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--below-min-nfe", dest="below_min_nfe", choices=["error", "skip"])
     run.add_argument("--kid-subsets", dest="kid_subsets", type=int)
     run.add_argument("--reference-rtol", dest="reference_rtol", type=float)
+    run.add_argument("--reference-samples", dest="reference_samples", type=int,
+                     help="traj_rmse over the first N samples of a cell (0: all)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     run.add_argument("--no-plots", action="store_true")
 
@@ -80,7 +82,8 @@ def resolve_spec(args):
         raise SpecError(f"spec '{args.spec}' is neither a TOML file nor a shipped suite (quick, standard)")
     flags = {k: getattr(args, k) for k in ("models", "solvers", "nfe", "guidance", "seeds", "samples", "batch_size",
                                             "metrics", "device", "dtype", "out", "inception_weights", "fid_stats",
-                                            "below_min_nfe", "kid_subsets", "reference_rtol")}
+                                            "below_min_nfe", "kid_subsets", "reference_rtol",
+                                            "reference_samples")}
     if args.plugin:
         flags["plugins"] = list(spec.plugins) + args.plugin
     spec.update(flags)

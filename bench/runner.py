@@ -211,10 +211,14 @@ class Runner:
                 m.update(fidelity_metrics(model, xs, None if y is None else y[ok], cache_dir=self.cache_dir,
                                            kid_subsets=self.spec.kid_subsets))
         if "traj_rmse" in wanted:
-            ref = reference_solution(model, x_T, y, cell.guidance, grid[-1], self.spec.reference_rtol,
-                                     self.cache_dir, f"{cell.model}|{cell.seed}|{self.spec.dtype}",
-                                     self.spec.batch_size)
-            m["traj_rmse"] = traj_rmse(xs, ref[ok])
+            # paired noise: the first k samples of every cell share x_T, so one reference serves them all
+            k = min(self.spec.reference_samples or x.shape[0], x.shape[0])
+            ref = reference_solution(model, x_T[:k], None if y is None else y[:k], cell.guidance, grid[-1],
+                                     self.spec.reference_rtol, self.cache_dir,
+                                     f"{cell.model}|{cell.seed}|{self.spec.dtype}", self.spec.batch_size)
+            okk = ok[:k]
+            if okk.sum() >= 1:
+                m["traj_rmse"] = traj_rmse(x[:k][okk], ref[okk])
         return {k: v for k, v in m.items() if k in wanted or not math.isnan(v)}
 
     @property

@@ -29,6 +29,7 @@ class RunSpec:
     name: str = "run"
     below_min_nfe: str = "error"        # 'error' or 'skip' cells whose NFE is below a solver's min_nfe
     reference_rtol: float = 1e-6        # dopri5 tolerances of the reference solve behind traj_rmse
+    reference_samples: int = 0          # traj_rmse over the first N samples of a cell (0: all of them)
     kid_subsets: int = 100              # KID: mean over this many random subsets (torch-fidelity's default 100)
     plugins: list[str] = field(default_factory=list)
     inception_weights: str = ""         # local InceptionV3 weights for image models (no network)
@@ -67,6 +68,8 @@ class RunSpec:
             raise SpecError(f"NFE values must be positive integers, got {self.nfe}")
         if self.kid_subsets < 1:
             raise SpecError(f"kid_subsets must be a positive integer, got {self.kid_subsets}")
+        if self.reference_samples < 0:
+            raise SpecError(f"reference_samples must be >= 0 (0 = all samples), got {self.reference_samples}")
         if self.batch_size < 0:
             raise SpecError(f"batch_size must be >= 0 (0 = one batch), got {self.batch_size}")
         if any(g <= 0 for g in self.guidance):

@@ -19,6 +19,7 @@ CASES = [
     (["run", "--nfe", "five", "--out", "{tmp}"], ["bad value for 'nfe'"]),
     (["run", "--models", "gmm2d:schedule=vq", "--out", "{tmp}"], ["schedule=vq", "vp-discrete"]),
     (["run", "--kid-subsets", "0", "--out", "{tmp}"], ["kid_subsets must be a positive integer"]),
+    (["run", "--reference-samples", "-1", "--out", "{tmp}"], ["reference_samples must be >= 0"]),
     (["run", "--below-min-nfe", "drop", "--out", "{tmp}"], ["--below-min-nfe", "'skip'"]),
     (["run", "nonexistent.toml"], ["spec file not found"]),
     (["table", "{tmp}/nothing"], ["no run found"]),

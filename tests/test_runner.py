@@ -3,6 +3,7 @@ import json
 import math
 
 import pandas as pd
+import pytest
 import torch
 
 from bench.runner import Runner, plan
@@ -96,3 +97,27 @@ def test_cells_finished_by_another_process_are_not_rerun(tmp_path, monkeypatch):
     runner.run()
     assert ran == [3, 4]
     assert sorted(pd.read_csv(tmp_path / "results.csv").nfe) == [3, 4, 5]
+
+
+def test_reference_samples_scores_traj_rmse_on_the_first_k(tmp_path):
+    """traj_rmse over the first k samples equals the metric of those samples against their own reference."""
+    from bench.metrics import traj_rmse
+    from bench.reference import reference_solution
+    from bench.runner import initial_noise
+    from models import load_model
+
+    spec = RunSpec(models=["gmm2d"], solvers=["ddim"], nfe=[6], samples=300, metrics=["traj_rmse"],
+                   reference_samples=40)
+    runner = Runner(spec, tmp_path, log=lambda *_: None)
+    runner.run()
+    got = pd.read_csv(tmp_path / "results.csv").iloc[0]["traj_rmse"]
+    model = load_model("gmm2d")
+    x_T = initial_noise(model, 0, 300, torch.float32)
+    from solvers import Denoiser, get_solver
+    solver = get_solver("ddim")
+    grid = solver.grid_for(model.schedule, 6)
+    x = solver.sample(Denoiser(model, budget=6), x_T, grid)
+    ref = reference_solution(model, x_T[:40], None, 1.0, grid[-1], 1e-6, None, "t")
+    assert got == pytest.approx(traj_rmse(x[:40], ref), rel=1e-9)
+    assert got != pytest.approx(traj_rmse(x, reference_solution(model, x_T, None, 1.0, grid[-1], 1e-6, None, "t")),
+                                rel=1e-6)
