@@ -4,8 +4,9 @@
 order, noise, timesteps and label dropout from one generator; 2 threads), writes `<out_dir>/<name>.safetensors`
 and records its sha256 in `<out_dir>/sha256.json`; out_dir None = the package's models/weights/.
 
-digits: DDPM training exactly as google/ddpm-cifar10-32 (linear betas 1e-4..0.02, 1000 steps, t uniform in
-{0..999}, x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, MSE on eps), class labels dropped to the null label 10
+digits: DDPM's objective as google/ddpm-cifar10-32 was trained on (linear betas 1e-4..0.02, 1000 steps, t uniform
+in {0..999}, x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, MSE on eps), estimated by importance sampling of t
+(`importance_timesteps`: same expectation, less variance where it matters), class labels dropped to the null label 10
 with probability 0.15 (classifier-free guidance), AdamW with warmup + cosine decay, EMA of the weights (shipped).
 digits-classifier: the CNN of models/classifier.py on a stratified 80 % split (seeded); the held-out accuracy
 on the other 20 % goes into the file's metadata.
@@ -35,6 +36,21 @@ class _Threads:
 
     def __exit__(self, *exc):
         torch.set_num_threads(self.old)
+
+
+LOW_STEPS, P_LOW = 250, 0.5
+
+
+def importance_timesteps(n: int, num_steps: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """n training steps t from q(t) = (1 - P_LOW) U{0..N-1} + P_LOW U{0..LOW_STEPS-1}, with weights
+    (1/N) / q(t): the weighted loss has the expectation of DDPM's uniform-t loss, so the objective is
+    unchanged, but its low-noise end (logSNR > 0, where a digit's strokes are settled) gets 2.5x the
+    samples and far less gradient noise."""
+    low = torch.rand(n, generator=g) < P_LOW
+    t = torch.where(low, torch.randint(0, LOW_STEPS, (n,), generator=g),
+                    torch.randint(0, num_steps, (n,), generator=g))
+    q = (1 - P_LOW) / num_steps + P_LOW * (t < LOW_STEPS).float() / LOW_STEPS
+    return t, (1.0 / num_steps) / q
 
 
 def train_digits(out_dir: Path | None = None, seed: int = 0, *, steps: int = 14000, batch_size: int = 256,
@@ -72,12 +88,13 @@ def train_digits(out_dir: Path | None = None, seed: int = 0, *, steps: int = 140
             idx = perm[pos:pos + batch_size]
             pos += batch_size
             x, y = x0[idx], y0[idx].clone()
-            t = torch.randint(0, abar.numel(), (x.shape[0],), generator=g)
+            t, w = importance_timesteps(x.shape[0], abar.numel(), g)
             eps = torch.randn(x.shape, generator=g)
             y[torch.rand(x.shape[0], generator=g) < p_uncond] = NUM_CLASSES
             a = abar[t].view(-1, 1, 1, 1)
             xt = a.sqrt() * x + (1 - a).sqrt() * eps
-            loss = F.mse_loss(net(xt, t.to(torch.float64), y), eps)
+            per_sample = (net(xt, t.to(torch.float64), y) - eps).pow(2).mean(dim=(1, 2, 3))
+            loss = (w * per_sample).mean()
             for grp in opt.param_groups:
                 grp["lr"] = lr_at(k)
             opt.zero_grad(set_to_none=True)
@@ -95,7 +112,7 @@ def train_digits(out_dir: Path | None = None, seed: int = 0, *, steps: int = 140
         log(f"digits: {steps} steps in {wall:.0f} s, final loss {running:.4f}")
     meta = {"seed": seed, "steps": steps, "batch_size": batch_size, "lr": lr, "ema_decay": ema_decay,
             "p_uncond": p_uncond, "arch": json.dumps(arch), "torch": torch.__version__,
-            "final_loss": f"{running:.5f}"}
+            "final_loss": f"{running:.5f}", "timesteps": f"importance q: {P_LOW} on t < {LOW_STEPS}"}
     return save_weights(ema.state_dict(), WEIGHTS_NAME, out_dir, meta)
 
 

@@ -120,3 +120,18 @@ def test_samples_are_digits_of_their_class():
     x = s.sample(Denoiser(model, y=y, budget=20), torch.randn(300, 1, 8, 8, generator=torch.Generator().manual_seed(1)),
                  s.grid_for(model.schedule, 20))
     assert (classify(x) == y).double().mean() > 0.9
+
+
+def test_importance_timesteps_keep_ddpm_objective():
+    """The importance-sampled timesteps reweight to DDPM's uniform-t loss: E_q[w f(t)] = mean_t f(t)."""
+    from models.training import LOW_STEPS, P_LOW, importance_timesteps
+
+    n, N = 400_000, 1000
+    t, w = importance_timesteps(n, N, torch.Generator().manual_seed(0))
+    assert t.min() >= 0 and t.max() <= N - 1
+    low = (t < LOW_STEPS).double().mean().item()
+    assert abs(low - (P_LOW + (1 - P_LOW) * LOW_STEPS / N)) < 0.005     # 0.625: 2.5x the uniform share
+    for f in (lambda s: s.double(), lambda s: (s.double() / N) ** 3, lambda s: (s < 100).double()):
+        uniform = f(torch.arange(N)).mean().item()
+        estimate = (w.double() * f(t)).mean().item()
+        assert abs(estimate - uniform) < 0.01 * max(uniform, 0.1)
