@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--plugin", action="append", default=None, help="load solvers from a Python file")
     run.add_argument("--inception-weights", dest="inception_weights")
     run.add_argument("--fid-stats", dest="fid_stats")
+    run.add_argument("--ratios", help="MOD/BASE solver pairs for the paired ratio table ratios.md")
     run.add_argument("--below-min-nfe", dest="below_min_nfe", choices=["error", "skip"])
     run.add_argument("--kid-subsets", dest="kid_subsets", type=int)
     run.add_argument("--reference-rtol", dest="reference_rtol", type=float)
@@ -58,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("run")
     tb.add_argument("--metric", default="fid", choices=["fid", "kid", "traj_rmse", "cond_acc", "diverged_frac"])
     tb.add_argument("--format", default="md", choices=["md", "csv", "latex"])
+    tb.add_argument("--ratio", action="append", default=None, metavar="MOD/BASE",
+                    help="paired ratio table metric(MOD) / metric(BASE), seed by seed (repeatable)")
 
     pl = sub.add_parser("plot", help="draw the plots of a run")
     pl.add_argument("run")
@@ -81,7 +84,7 @@ def resolve_spec(args):
     else:
         raise SpecError(f"spec '{args.spec}' is neither a TOML file nor a shipped suite (quick, standard)")
     flags = {k: getattr(args, k) for k in ("models", "solvers", "nfe", "guidance", "seeds", "samples", "batch_size",
-                                            "metrics", "device", "dtype", "out", "inception_weights", "fid_stats",
+                                            "metrics", "device", "dtype", "out", "inception_weights", "fid_stats", "ratios",
                                             "below_min_nfe", "kid_subsets", "reference_rtol",
                                             "reference_samples")}
     if args.plugin:
@@ -107,14 +110,15 @@ def cmd_run(args) -> int:
     summary = runner.run()
     df = summary["results"]
     if len(df):
-        write_tables(df, spec.out)
+        write_tables(df, spec.out, spec.ratios, log=log)
         if not args.no_plots:
             plot_run(spec.out)
     if not args.quiet:
         from .tables import to_markdown
         if len(df):
             print(to_markdown(df, "fid"))
-        print(f"wrote {spec.out}/results.csv, fid_vs_nfe.md, fid_vs_nfe.tex and plots", file=sys.stderr)
+        ratio_note = ", ratios.md" if spec.ratios else ""
+        print(f"wrote {spec.out}/results.csv, fid_vs_nfe.md, fid_vs_nfe.tex{ratio_note} and plots", file=sys.stderr)
     if summary["failed"]:
         print(f"nfebench: {len(summary['failed'])} cell(s) failed; rerun the same command to retry them",
               file=sys.stderr)
@@ -146,7 +150,11 @@ def cmd_table(args) -> int:
     df = load_results(args.run)
     if args.metric not in df.columns or df[args.metric].isna().all():
         raise SpecError(f"run {args.run} has no values for metric '{args.metric}'")
-    print(render(df, args.metric, args.format), end="")
+    if args.ratio:
+        from . import ratios
+        print(ratios.render(df, args.ratio, args.metric, args.format), end="")
+    else:
+        print(render(df, args.metric, args.format), end="")
     return 0
 
 

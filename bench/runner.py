@@ -130,9 +130,13 @@ class Runner:
         self.store.ensure()
         meta = self.store.read_meta()
         started = meta.get("started") or _now()
-        self.store.write_meta(_run_meta(self.spec, started, None))
         todo = [c for c in cells if not self.store.has(c.key)]
         done = len(cells) - len(todo)
+        # run.json says what produced the cells: a rerun that computes nothing (only redraws the tables)
+        # leaves it as the run that did
+        record = bool(todo) or not meta
+        if record:
+            self.store.write_meta(_run_meta(self.spec, started, None))
         self.log(f"{len(cells)} cells: {done} already done, {len(todo)} to run -> {self.store.root}")
         failed = []
         bar = self.progress(total=len(todo)) if self.progress else None
@@ -157,7 +161,8 @@ class Runner:
                 bar.update(1)
         if bar is not None:
             bar.close()
-        self.store.write_meta(_run_meta(self.spec, started, _now()))
+        if record:
+            self.store.write_meta(_run_meta(self.spec, started, _now()))
         self.store.forget_rows()  # reread cells/: another process may have finished some of them
         df = self.store.write_results()
         return {"cells": len(cells), "ran": len(todo) - len(failed), "skipped": done, "failed": failed,

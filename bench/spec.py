@@ -34,6 +34,7 @@ class RunSpec:
     plugins: list[str] = field(default_factory=list)
     inception_weights: str = ""         # local InceptionV3 weights for image models (no network)
     fid_stats: str = ""                 # user-given reference statistics for image models
+    ratios: list[str] = field(default_factory=list)  # 'MOD/BASE' solver pairs: paired ratio table ratios.md
 
     @classmethod
     def from_toml(cls, path: str | Path) -> "RunSpec":
@@ -81,6 +82,9 @@ class RunSpec:
             raise SpecError(f"dtype must be float32 or float64, got {self.dtype}")
         if self.below_min_nfe not in ("error", "skip"):
             raise SpecError(f"below_min_nfe must be 'error' or 'skip', got {self.below_min_nfe}")
+        from .ratios import parse_pair
+        for pair in self.ratios:
+            parse_pair(pair)
         for what in ("models", "solvers", "nfe", "seeds", "guidance"):
             if not getattr(self, what):
                 raise SpecError(f"the spec lists no {what}")
@@ -106,7 +110,7 @@ def _convert(key, value, current, source):
     try:
         if isinstance(current, list):
             if isinstance(value, str):
-                items = split_specs(value) if key in ("models", "solvers") else [v for v in value.split(",") if v.strip()]
+                items = split_specs(value) if key in ("models", "solvers", "ratios") else [v for v in value.split(",") if v.strip()]
             elif isinstance(value, (list, tuple)):
                 items = list(value)
             else:

@@ -137,10 +137,22 @@ def render(df: pd.DataFrame, metric: str = "fid", fmt: str = "md") -> str:
     return FORMATS[fmt](df, metric)
 
 
-def write_tables(df: pd.DataFrame, run_dir) -> None:
+def write_tables(df: pd.DataFrame, run_dir, ratio_pairs=(), log=None) -> None:
+    """fid_vs_nfe.md (FID, trajectory error, conditional accuracy), fid_vs_nfe.tex, and ratios.md when the
+    spec names ratio pairs (those whose two solvers are both in the results)."""
     from pathlib import Path
 
+    from . import ratios
     from .store import atomic_write
+    present = set(df["solver"])
+    pairs = [p for p in ratio_pairs if all(s in present for s in ratios.parse_pair(p))]
+    if log and len(pairs) < len(ratio_pairs):
+        log(f"ratios.md: skipped {len(ratio_pairs) - len(pairs)} pair(s) whose solvers are not in the results")
+    if pairs:
+        text = ratios.to_markdown(df, pairs, "fid")
+        if "cond_acc" in df.columns and df["cond_acc"].notna().any():
+            text += "\n" + ratios.to_markdown(df, pairs, "cond_acc")
+        atomic_write(Path(run_dir) / "ratios.md", f"# Paired ratios, modified / base\n\n{text}")
     text = to_markdown(df, "fid")
     if "traj_rmse" in df.columns and df["traj_rmse"].notna().any():
         text += "\n" + to_markdown(df, "traj_rmse")

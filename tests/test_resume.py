@@ -66,3 +66,18 @@ def test_rerun_skips_finished_cells_and_says_so(tmp_path):
                            cwd=ROOT, env=env, capture_output=True, text=True)
     assert again.returncode == 0
     assert "3 cells: 2 already done, 1 to run" in again.stderr
+
+
+def test_rerun_that_computes_nothing_keeps_run_json_and_writes_ratios(tmp_path):
+    """Redrawing the tables of a finished run (here with a ratio pair added) keeps the provenance of the run
+    that computed its cells."""
+    from bench.cli import main
+    out = tmp_path / "r"
+    args = ["run", "--models", "gmm2d", "--solvers", "ddim,dpmpp-2m", "--nfe", "4,6", "--samples", "100",
+            "-q", "--no-plots", "--out", str(out)]
+    assert main(args) == 0
+    meta = (out / "run.json").read_text()
+    assert not (out / "ratios.md").exists()
+    assert main(args + ["--ratios", "dpmpp-2m/ddim"]) == 0
+    assert (out / "run.json").read_text() == meta
+    assert "| `dpmpp-2m` / `ddim` | 1 |" in (out / "ratios.md").read_text()
