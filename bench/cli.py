@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--inception-weights", dest="inception_weights")
     run.add_argument("--fid-stats", dest="fid_stats")
     run.add_argument("--ratios", help="MOD/BASE solver pairs for the paired ratio table ratios.md")
+    run.add_argument("--fid-changes", dest="fid_changes", action="store_true", default=None,
+                     help="write fid_changes.md: paired-bootstrap intervals of the FID change between NFEs")
     run.add_argument("--below-min-nfe", dest="below_min_nfe", choices=["error", "skip"])
     run.add_argument("--kid-subsets", dest="kid_subsets", type=int)
     run.add_argument("--reference-rtol", dest="reference_rtol", type=float)
@@ -61,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--format", default="md", choices=["md", "csv", "latex"])
     tb.add_argument("--ratio", action="append", default=None, metavar="MOD/BASE",
                     help="paired ratio table metric(MOD) / metric(BASE), seed by seed (repeatable)")
+    tb.add_argument("--changes", action="store_true",
+                    help="FID change between consecutive NFEs with paired-bootstrap 95%% intervals (md or csv)")
 
     pl = sub.add_parser("plot", help="draw the plots of a run")
     pl.add_argument("run")
@@ -84,9 +88,9 @@ def resolve_spec(args):
     else:
         raise SpecError(f"spec '{args.spec}' is neither a TOML file nor a shipped suite (quick, standard)")
     flags = {k: getattr(args, k) for k in ("models", "solvers", "nfe", "guidance", "seeds", "samples", "batch_size",
-                                            "metrics", "device", "dtype", "out", "inception_weights", "fid_stats", "ratios",
-                                            "below_min_nfe", "kid_subsets", "reference_rtol",
-                                            "reference_samples")}
+                                            "metrics", "device", "dtype", "out", "inception_weights", "fid_stats",
+                                            "ratios", "fid_changes", "below_min_nfe", "kid_subsets",
+                                            "reference_rtol", "reference_samples")}
     if args.plugin:
         flags["plugins"] = list(spec.plugins) + args.plugin
     spec.update(flags)
@@ -110,15 +114,18 @@ def cmd_run(args) -> int:
     summary = runner.run()
     df = summary["results"]
     if len(df):
-        write_tables(df, spec.out, spec.ratios, log=log)
+        write_tables(df, spec.out, spec.ratios, log=log, fid_changes=spec.fid_changes)
         if not args.no_plots:
             plot_run(spec.out)
     if not args.quiet:
         from .tables import to_markdown
         if len(df):
             print(to_markdown(df, "fid"))
-        ratio_note = ", ratios.md" if spec.ratios else ""
-        print(f"wrote {spec.out}/results.csv, fid_vs_nfe.md, fid_vs_nfe.tex{ratio_note} and plots", file=sys.stderr)
+        extra = "".join(f", {name}" for name, on in (("ratios.md", spec.ratios), ("fid_changes.md", spec.fid_changes))
+                        if on and (Path(spec.out) / name).is_file())
+        print(f"wrote {spec.out}/results.csv, fid_vs_nfe.md, fid_vs_nfe.tex{extra} and plots", file=sys.stderr)
+        if not spec.fid_changes and (Path(spec.out) / "features").is_dir():
+            print(f"is a change between two NFEs real? nfebench table {spec.out} --changes", file=sys.stderr)
     if summary["failed"]:
         print(f"nfebench: {len(summary['failed'])} cell(s) failed; rerun the same command to retry them",
               file=sys.stderr)
@@ -150,7 +157,16 @@ def cmd_table(args) -> int:
     df = load_results(args.run)
     if args.metric not in df.columns or df[args.metric].isna().all():
         raise SpecError(f"run {args.run} has no values for metric '{args.metric}'")
-    if args.ratio:
+    if args.changes:
+        from . import nfe_changes
+        if args.ratio or args.metric != "fid" or args.format == "latex":
+            raise SpecError("--changes prints the FID change between NFEs as md or csv; "
+                            "it takes no --ratio, --metric or --format latex")
+        try:
+            print(nfe_changes.render(df, args.run, args.format), end="")
+        except (nfe_changes.NoFeatures, ValueError) as e:
+            raise SpecError(str(e)) from None
+    elif args.ratio:
         from . import ratios
         print(ratios.render(df, args.ratio, args.metric, args.format), end="")
     else:

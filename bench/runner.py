@@ -18,6 +18,7 @@ from solvers import Denoiser, SpecError, get_solver
 from solvers.plugins import load_plugin_file
 
 from .metrics import data_space_metrics, finite_mask, traj_rmse
+from .nfe_changes import cell_features, reference_moments, save_cell_features, save_reference
 from .reference import reference_solution
 from .spec import RunSpec
 from .store import RunStore, cell_key
@@ -116,6 +117,7 @@ class Runner:
         self.spec, self.store, self.log = spec, RunStore(out), log
         self.progress = progress
         self._models: dict = {}
+        self._references: set = set()  # models whose FID reference moments this run has saved
         self.dtype = DTYPES[spec.dtype]
 
     def model(self, spec: str):
@@ -155,6 +157,8 @@ class Runner:
                 self.log(f"cell failed: {cell.label()}: {type(e).__name__}: {e}")
             else:
                 self.store.write_samples(cell.key, self._last_samples)
+                if self._last_features is not None:
+                    save_cell_features(self.store.root, cell.key, *self._last_features)
                 self.store.write_cell(cell.key, row)
                 self.store.write_results()
             if bar is not None:
@@ -193,7 +197,24 @@ class Runner:
                "diverged_frac": float(1 - ok.double().mean()), "wall_s": wall,
                "samples_per_s": cell.n_samples / wall if wall > 0 else math.nan}
         row.update(self.score(model, cell, x, ok, x_T, y, grid))
+        self._last_features = self.fid_features(model, cell, x, ok)
         return row
+
+    def fid_features(self, model, cell, x, ok):
+        """(sample indices, FID features) of the finite samples, for paired FID-change intervals; None for
+        models whose features are not kept (InceptionV3) or runs without FID."""
+        if "fid" not in self.spec.metrics or ok.sum() < 2:
+            return None
+        feats = cell_features(model, x[ok])
+        if feats is None:
+            return None
+        if cell.model not in self._references:
+            ref = reference_moments(model)
+            if ref is None:
+                return None
+            save_reference(self.store.root, cell.model, *ref)
+            self._references.add(cell.model)
+        return ok.nonzero().flatten().numpy(), feats
 
     def score(self, model, cell, x, ok, x_T, y, grid) -> dict:
         """Metrics over the finite samples only: a diverged sample never silently enters an average."""

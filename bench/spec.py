@@ -35,6 +35,7 @@ class RunSpec:
     inception_weights: str = ""         # local InceptionV3 weights for image models (no network)
     fid_stats: str = ""                 # user-given reference statistics for image models
     ratios: list[str] = field(default_factory=list)  # 'MOD/BASE' solver pairs: paired ratio table ratios.md
+    fid_changes: bool = False           # fid_changes.md: paired-bootstrap intervals of FID between NFEs
 
     @classmethod
     def from_toml(cls, path: str | Path) -> "RunSpec":
@@ -121,7 +122,11 @@ def _convert(key, value, current, source):
                 return [float(v) for v in items]
             return [str(v).strip() for v in items]
         if isinstance(current, bool):
-            return bool(value)
+            if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+                return value.strip().lower() == "true"
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
         if isinstance(current, int):
             return _as_int(value)
         if isinstance(current, float):

@@ -137,9 +137,10 @@ def render(df: pd.DataFrame, metric: str = "fid", fmt: str = "md") -> str:
     return FORMATS[fmt](df, metric)
 
 
-def write_tables(df: pd.DataFrame, run_dir, ratio_pairs=(), log=None) -> None:
-    """fid_vs_nfe.md (FID, trajectory error, conditional accuracy), fid_vs_nfe.tex, and ratios.md when the
-    spec names ratio pairs (those whose two solvers are both in the results)."""
+def write_tables(df: pd.DataFrame, run_dir, ratio_pairs=(), log=None, fid_changes=False) -> None:
+    """fid_vs_nfe.md (FID, trajectory error, conditional accuracy), fid_vs_nfe.tex, ratios.md when the
+    spec names ratio pairs (those whose two solvers are both in the results), and fid_changes.md (paired
+    FID changes between NFEs) when asked for."""
     from pathlib import Path
 
     from . import ratios
@@ -160,4 +161,7 @@ def write_tables(df: pd.DataFrame, run_dir, ratio_pairs=(), log=None) -> None:
         text += "\n" + to_markdown(df, "cond_acc")
     atomic_write(Path(run_dir) / "fid_vs_nfe.md", f"# FID-vs-NFE tables\n\n{text}")
     atomic_write(Path(run_dir) / "fid_vs_nfe.tex", to_latex(df, "fid"))  # booktabs, for a paper
+    if fid_changes and "fid" in df.columns and df["fid"].notna().any():
+        from .nfe_changes import write_changes
+        write_changes(df, run_dir, log=log)
 

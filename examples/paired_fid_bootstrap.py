@@ -7,44 +7,38 @@ FIDs equal the table's) and takes their digits-classifier features. One bootstra
 sample indices with replacement, the same indices at every NFE, and recomputes every FID against the fixed
 reference statistics; the 2.5 and 97.5 percentiles of FID(NFE b) - FID(NFE a) over the replicates bound the
 change from a to b. An interval that contains 0 says the table cannot tell the two NFEs apart on that seed.
+
+A run's own cells need no regeneration: `nfebench table RUN --changes` computes the same intervals from the
+features the run saved. This script is for NFEs a run does not have (NFE 200, say) and for runs made before
+features were saved.
 """
 from __future__ import annotations
 
 import argparse
-from functools import lru_cache
 
 import numpy as np
 import torch
 
-from bench.fidelity import _clean
-from bench.metrics import frechet_distance
+from bench.nfe_changes import FrechetToReference, bootstrap_counts, cell_features, cell_replicates, paired_changes
+from bench.nfe_changes import reference_moments as model_reference_moments
 from bench.runner import class_labels, initial_noise
 from models import load_model
-from models.classifier import load_classifier
-from models.digits_data import load_digits_tensors
 from solvers import Denoiser, get_solver
 
 
-def features(x: torch.Tensor) -> np.ndarray:
-    """The digits classifier's FID features of model-space samples (clipped, non-finite ones dropped, as the
-    benchmark scores them)."""
-    x, _ = _clean(x, None)
-    with torch.no_grad():
-        return _classifier().features(x).double().numpy()
+def features(x: torch.Tensor, model_spec: str = "digits") -> np.ndarray:
+    """The FID features of model-space samples, as the benchmark scores them (the digits classifier's for the
+    digits models: clipped, non-finite ones dropped)."""
+    return cell_features(load_model(model_spec), x).astype(np.float64)
 
 
-@lru_cache(maxsize=1)
-def _classifier():
-    return load_classifier().eval()
-
-
-def reference_moments() -> tuple[np.ndarray, np.ndarray]:
-    f = features(load_digits_tensors()[0])
-    return f.mean(0), np.cov(f, rowvar=False)
+def reference_moments(model_spec: str = "digits") -> tuple[np.ndarray, np.ndarray]:
+    return model_reference_moments(load_model(model_spec))
 
 
 def fid(f: np.ndarray, ref) -> float:
-    return frechet_distance(f.mean(0), np.cov(f, rowvar=False), *ref)
+    return float(FrechetToReference(*ref)(torch.from_numpy(f.mean(0))[None],
+                                          torch.from_numpy(np.cov(f, rowvar=False))[None])[0])
 
 
 def cell_samples(model, solver_spec: str, nfe: int, seed: int, n: int, guidance: float = 1.0) -> torch.Tensor:
@@ -58,18 +52,14 @@ def cell_samples(model, solver_spec: str, nfe: int, seed: int, n: int, guidance:
 
 
 def paired_bootstrap(feats: dict, ref, replicates: int = 200, seed: int = 0) -> dict:
-    """{(a, b): (FID_b - FID_a, lo, hi)} for consecutive keys of feats (NFE -> features of the same samples)."""
+    """{(a, b): (FID_b - FID_a, lo, hi)} for consecutive keys of feats (NFE -> features of the same samples,
+    all finite), with bench.nfe_changes' paired bootstrap (the one `nfebench table --changes` uses)."""
     keys = list(feats)
     n = min(len(f) for f in feats.values())
-    point = {k: fid(feats[k], ref) for k in keys}
-    rng = np.random.default_rng(seed)
-    diffs = {p: [] for p in zip(keys[:-1], keys[1:])}
-    for _ in range(replicates):
-        idx = rng.integers(0, n, n)
-        boot = {k: fid(feats[k][idx], ref) for k in keys}
-        for a, b in diffs:
-            diffs[(a, b)].append(boot[b] - boot[a])
-    return {(a, b): (point[b] - point[a], *np.percentile(d, [2.5, 97.5])) for (a, b), d in diffs.items()}
+    frechet, counts = FrechetToReference(*ref), bootstrap_counts(n, replicates, seed)
+    fids = {(seed, k): fid(feats[k][:n], ref) for k in keys}
+    reps = {(seed, k): cell_replicates(np.arange(n), feats[k][:n], counts, frechet) for k in keys}
+    return {(a, b): paired_changes(fids, reps, [(seed, a, b)]) for a, b in zip(keys[:-1], keys[1:])}
 
 
 def main(argv=None) -> None:
@@ -82,14 +72,14 @@ def main(argv=None) -> None:
     p.add_argument("--guidance", type=float, default=1.0)
     p.add_argument("--replicates", type=int, default=200)
     a = p.parse_args(argv)
-    model, ref = load_model(a.model), reference_moments()
+    model, ref = load_model(a.model), reference_moments(a.model)
     nfes = [int(v) for v in a.nfe.split(",")]
     print(f"{a.model}, {a.solver}, guidance {a.guidance:g}, {a.samples} samples, {a.replicates} paired replicates")
     print("| seed | " + " | ".join(f"FID NFE {k}" for k in nfes) + " | " +
           " | ".join(f"{x} -> {y} (95 %)" for x, y in zip(nfes[:-1], nfes[1:])) + " |")
     print("|---|" + "---:|" * (2 * len(nfes) - 1))
     for s in (int(v) for v in a.seeds.split(",")):
-        feats = {k: features(cell_samples(model, a.solver, k, s, a.samples, a.guidance)) for k in nfes}
+        feats = {k: features(cell_samples(model, a.solver, k, s, a.samples, a.guidance), a.model) for k in nfes}
         out = paired_bootstrap(feats, ref, a.replicates, seed=s)
         fids = [f"{fid(feats[k], ref):.3f}" for k in nfes]
         diffs = [f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for d, lo, hi in out.values()]

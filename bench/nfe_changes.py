@@ -1,0 +1,280 @@
+"""Does FID really change between two NFEs? Paired-bootstrap intervals of FID(NFE b) - FID(NFE a).
+
+Every cell of one (model, guidance, solver, seed) starts from the same x_T and labels, so sample i at NFE a
+and sample i at NFE b are a pair. A bootstrap replicate draws sample indices with replacement, the same
+indices at every NFE (and for every solver of that seed), and recomputes each cell's FID against the fixed
+reference moments from the features the run saved; the 2.5 and 97.5 percentiles of the change over the
+replicates bound it. With several seeds, the change and each replicate are means over the seeds (each seed
+resampled on its own). An interval that contains 0 says the run cannot tell the two NFEs apart.
+
+The runner saves, per cell, the FID features of its finite samples with their sample indices
+(features/<cell key>.npz) and, per model, the reference moments (features/reference-<model>.npz). Models
+scored in the data space (gmm2d) and by the digits classifier have them; InceptionV3-scored models do not.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .store import atomic_write, cell_key
+
+REPLICATES = 200
+FEATURE_EXTRACTORS = ("data", "digits-classifier")
+
+
+# ---- what the runner saves ---------------------------------------------------------------------------------
+
+def cell_features(model, x: torch.Tensor) -> np.ndarray | None:
+    """The FID features of finite model-space samples x, as the cell's FID saw them (None: not saved)."""
+    kind = getattr(model, "feature_extractor", None)
+    if kind == "data":
+        return x.reshape(x.shape[0], -1).to(torch.float64).cpu().numpy()
+    if kind == "digits-classifier":
+        from models.classifier import load_classifier
+
+        from .fidelity import _clean
+        x, _ = _clean(x, None)
+        with torch.no_grad():
+            return load_classifier().features(x).to(torch.float32).numpy()
+    return None
+
+
+def reference_moments(model) -> tuple[np.ndarray, np.ndarray] | None:
+    """Mean and covariance of the reference the model's FID is taken against (None: not available)."""
+    kind = getattr(model, "feature_extractor", None)
+    if kind == "data":
+        ref = model.reference
+        if ref.mean is not None:
+            return ref.mean.double().numpy().reshape(-1), ref.cov.double().numpy()
+        f = ref.samples.reshape(ref.samples.shape[0], -1).double().numpy()
+        return f.mean(0), np.cov(f, rowvar=False)
+    if kind == "digits-classifier" and getattr(model, "fid_reference", None) == "digits":
+        from models.digits_data import load_digits_tensors
+        f = cell_features(model, load_digits_tensors()[0]).astype(np.float64)
+        return f.mean(0), np.cov(f, rowvar=False)
+    return None
+
+
+def features_dir(run_dir) -> Path:
+    return Path(run_dir) / "features"
+
+
+def reference_path(run_dir, model: str) -> Path:
+    return features_dir(run_dir) / f"reference-{re.sub(r'[^A-Za-z0-9.+=-]+', '_', model)}.npz"
+
+
+def _save_npz(path: Path, **arrays):
+    import io
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    tmp = path.with_name("." + path.name + ".tmp")
+    tmp.write_bytes(buf.getvalue())
+    tmp.replace(path)
+
+
+def save_cell_features(run_dir, key: str, index: np.ndarray, feats: np.ndarray):
+    _save_npz(features_dir(run_dir) / f"{key}.npz", index=index.astype(np.int64), f=feats)
+
+
+def save_reference(run_dir, model: str, mu: np.ndarray, cov: np.ndarray):
+    _save_npz(reference_path(run_dir, model), mu=mu, cov=cov)
+
+
+# ---- the Frechet distance of many resampled moment pairs against one reference -----------------------------
+
+class FrechetToReference:
+    """FID of (mu, cov) against a fixed reference; tr((C R)^1/2) = sum sqrt(eig(S C S)) with S = R^1/2, so
+    each replicate costs one symmetric eigendecomposition (batched)."""
+
+    def __init__(self, mu: np.ndarray, cov: np.ndarray):
+        cov = (cov + cov.T) / 2
+        w, v = np.linalg.eigh(cov)
+        self.mu, self.tr = mu, float(np.trace(cov))
+        self.sqrt = torch.from_numpy((v * np.sqrt(np.clip(w, 0, None))) @ v.T)
+
+    def __call__(self, mu: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
+        """mu (B, d), cov (B, d, d), float64 -> FID (B,)."""
+        m = self.sqrt @ cov @ self.sqrt
+        ev = torch.linalg.eigvalsh((m + m.transpose(-1, -2)) / 2).clamp(min=0)
+        diff = mu - torch.from_numpy(self.mu)
+        return (diff * diff).sum(-1) + cov.diagonal(dim1=-2, dim2=-1).sum(-1) + self.tr - 2 * ev.sqrt().sum(-1)
+
+
+def weighted_fids(feats: np.ndarray, weights: torch.Tensor, frechet: FrechetToReference) -> torch.Tensor:
+    """FID of each weighted copy of feats (row j repeated weights[b, j] times), weights (B, m) -> (B,)."""
+    f = torch.from_numpy(np.asarray(feats, np.float64))
+    f = f - f.mean(0)                   # centre first: the weighted second moments then lose no digits
+    w = weights.to(torch.float64)
+    n = w.sum(1, keepdim=True)
+    mean_c = (w @ f) / n                # (B, d), relative to the full mean
+    second = torch.einsum("bm,md,me->bde", w, f, f)
+    cov = (second - n[:, :, None] * mean_c[:, :, None] * mean_c[:, None, :]) / (n[:, :, None] - 1)
+    return frechet(mean_c + torch.from_numpy(np.asarray(feats, np.float64).mean(0)), cov)
+
+
+def bootstrap_counts(n_samples: int, replicates: int, seed: int) -> torch.Tensor:
+    """(replicates, n_samples) counts of each sample index in a draw of n_samples indices with replacement."""
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n_samples, size=(replicates, n_samples))
+    counts = np.zeros((replicates, n_samples), np.int64)
+    np.add.at(counts, (np.arange(replicates)[:, None], draws), 1)
+    return torch.from_numpy(counts)
+
+
+def cell_replicates(index: np.ndarray, feats: np.ndarray, counts: torch.Tensor,
+                    frechet: FrechetToReference, chunk: int = 50) -> torch.Tensor:
+    """FID of each replicate of one cell: its finite samples weighted by the replicate's counts of their index."""
+    w = counts[:, torch.from_numpy(np.asarray(index, np.int64))]
+    return torch.cat([weighted_fids(feats, w[i:i + chunk], frechet) for i in range(0, w.shape[0], chunk)])
+
+
+def paired_changes(fids: dict, reps: dict, keys) -> tuple[float, float, float]:
+    """Mean over seeds of FID(b) - FID(a) and its 95 % interval from the replicates.
+
+    fids[(seed, nfe)] -> the cell's FID; reps[(seed, nfe)] -> its replicate FIDs (same draws at every NFE of a
+    seed); keys: the (seed, a, b) to average."""
+    change = float(np.mean([fids[(s, b)] - fids[(s, a)] for s, a, b in keys]))
+    boot = torch.stack([reps[(s, b)] - reps[(s, a)] for s, a, b in keys]).mean(0).numpy()
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return change, float(lo), float(hi)
+
+
+# ---- the table of a run ------------------------------------------------------------------------------------
+
+class NoFeatures(Exception):
+    pass
+
+
+def changes_frame(df: pd.DataFrame, run_dir, replicates: int = REPLICATES, tolerance: float = 1e-4) -> pd.DataFrame:
+    """One row per (model, guidance, solver, consecutive NFEs a -> b): change, lo, hi, n_seeds.
+
+    The FIDs are the rows' own; each cell's saved features must reproduce its FID (relative `tolerance`), else
+    the features belong to something else and the change is not reported. Raises NoFeatures when no cell of
+    the run has saved features."""
+    run_dir = Path(run_dir)
+    df = df[df["fid"].notna() & np.isfinite(df["fid"])]
+    out, missing, found = [], 0, 0
+    counts_cache: dict = {}
+    for model, part in df.groupby("model", sort=True):
+        ref_file = reference_path(run_dir, model)
+        if not ref_file.is_file():
+            missing += len(part)
+            continue
+        with np.load(ref_file) as z:
+            frechet = FrechetToReference(z["mu"], z["cov"])
+        for (g, solver), cells in part.groupby(["guidance", "solver"], sort=False):
+            fids, reps = {}, {}
+            for r in cells.itertuples():
+                path = features_dir(run_dir) / f"{cell_key(model, solver, int(r.nfe), g, int(r.seed), int(r.n_samples))}.npz"
+                if not path.is_file():
+                    missing += 1
+                    continue
+                with np.load(path) as z:
+                    index, feats = z["index"], z["f"]
+                full = float(weighted_fids(feats, torch.ones(1, len(index)), frechet)[0])
+                if abs(full - r.fid) > tolerance * max(1.0, abs(r.fid)):
+                    raise ValueError(f"saved features of cell {model} {solver} NFE {r.nfe} seed {r.seed} give FID "
+                                     f"{full:.6g}, the results say {r.fid:.6g}: delete {path} or rerun the cell")
+                ck = (int(r.seed), int(r.n_samples))
+                if ck not in counts_cache:
+                    counts_cache[ck] = bootstrap_counts(ck[1], replicates, seed=ck[0])
+                fids[(int(r.seed), int(r.nfe))] = float(r.fid)
+                reps[(int(r.seed), int(r.nfe))] = cell_replicates(index, feats, counts_cache[ck], frechet)
+                found += 1
+            nfes = sorted({n for _, n in fids})
+            for a, b in zip(nfes[:-1], nfes[1:]):
+                keys = [(s, a, b) for s in sorted({s for s, _ in fids}) if (s, a) in fids and (s, b) in fids]
+                if keys:
+                    change, lo, hi = paired_changes(fids, reps, keys)
+                    out.append({"model": model, "guidance": g, "solver": solver, "nfe_a": a, "nfe_b": b,
+                                "change": change, "lo": lo, "hi": hi, "n_seeds": len(keys),
+                                "replicates": replicates})
+    if not found:
+        raise NoFeatures(f"{run_dir} has no saved FID features (features/): they are saved by runs of nfebench "
+                         "0.1 and later, for models scored in the data space or by the digits classifier")
+    res = pd.DataFrame(out, columns=["model", "guidance", "solver", "nfe_a", "nfe_b", "change", "lo", "hi",
+                                     "n_seeds", "replicates"])
+    res.attrs["missing"] = missing
+    return res
+
+
+def _resolved(lo, hi) -> int:
+    return 1 if lo > 0 else (-1 if hi < 0 else 0)
+
+
+def verdict(rows: pd.DataFrame) -> str:
+    """'falls at every step' / 'rises a -> b, ...' (resolved rises) / 'no resolved rise'."""
+    signs = [_resolved(r.lo, r.hi) for r in rows.itertuples()]
+    if signs and all(s < 0 for s in signs):
+        return "falls at every step"
+    rises = [f"{r.nfe_a} → {r.nfe_b}" for r, s in zip(rows.itertuples(), signs) if s > 0]
+    return "rises " + ", ".join(rises) if rises else "no resolved rise"
+
+
+def _num(v: float) -> str:
+    return f"{v:+.3g}" if abs(v) < 100 else f"{v:+.0f}"
+
+
+def to_markdown(ch: pd.DataFrame) -> str:
+    from .tables import title
+    parts = []
+    for (model, g), part in ch.groupby(["model", "guidance"], sort=True):
+        steps = sorted({(a, b) for a, b in zip(part["nfe_a"], part["nfe_b"])})
+        n_seeds = int(part["n_seeds"].max())
+        over = f"mean over {n_seeds} seeds, each" if n_seeds > 1 else "one seed,"
+        lines = [f"### {title(model, g, 'fid').replace('FID vs NFE', 'FID change between NFEs')}", "",
+                 f"FID(NFE b) - FID(NFE a) on paired samples ({over} resampled with the same indices at every "
+                 f"NFE; 95 % interval from {int(part['replicates'].iloc[0])} bootstrap replicates). **Bold**: the "
+                 "interval excludes 0; otherwise the run cannot tell the two NFEs apart.", "",
+                 "| solver | " + " | ".join(f"{a} → {b}" for a, b in steps) + " | verdict |",
+                 "|---|" + "---:|" * len(steps) + "---|"]
+        for solver, rows in part.groupby("solver", sort=False):
+            by_step = {(r.nfe_a, r.nfe_b): r for r in rows.itertuples()}
+            cells = []
+            for st in steps:
+                r = by_step.get(st)
+                if r is None:
+                    cells.append("–")
+                    continue
+                text = _num(r.change)
+                cells.append((f"**{text}**" if _resolved(r.lo, r.hi) else text) + f" [{_num(r.lo)}, {_num(r.hi)}]")
+            lines.append(f"| {solver} | " + " | ".join(cells) + f" | {verdict(rows)} |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def to_csv(ch: pd.DataFrame) -> str:
+    return ch.to_csv(index=False)
+
+
+def render(df: pd.DataFrame, run_dir, fmt: str = "md", replicates: int = REPLICATES) -> str:
+    ch = changes_frame(df, run_dir, replicates)
+    if fmt == "csv":
+        return to_csv(ch)
+    if fmt == "md":
+        return to_markdown(ch)
+    raise ValueError(f"FID-change tables come as md or csv, not '{fmt}'")
+
+
+def write_changes(df: pd.DataFrame, run_dir, log=None) -> bool:
+    """fid_changes.md from the run's saved features; False (and a log line) when it has none."""
+    try:
+        ch = changes_frame(df, run_dir)
+    except NoFeatures as e:
+        if log:
+            log(f"fid_changes.md not written: {e}")
+        return False
+    if log and ch.attrs.get("missing"):
+        log(f"fid_changes.md: {ch.attrs['missing']} cell(s) have no saved features and are left out")
+    atomic_write(Path(run_dir) / "fid_changes.md",
+                 "# FID change between consecutive NFEs (paired bootstrap)\n\n" + to_markdown(ch))
+    return True
+
+
+__all__ = ["cell_features", "reference_moments", "changes_frame", "render", "write_changes", "verdict",
+           "FrechetToReference", "bootstrap_counts", "cell_replicates", "paired_changes", "REPLICATES"]
