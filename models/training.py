@@ -53,7 +53,7 @@ def importance_timesteps(n: int, num_steps: int, g: torch.Generator) -> tuple[to
     return t, (1.0 / num_steps) / q
 
 
-def train_digits(out_dir: Path | None = None, seed: int = 0, *, steps: int = 14000, batch_size: int = 256,
+def train_digits(out_dir: Path | None = None, seed: int = 0, *, steps: int = 20000, batch_size: int = 256,
                  lr: float = 2e-3, warmup: int = 500, weight_decay: float = 0.0, ema_decay: float = 0.9995,
                  p_uncond: float = 0.15, arch: dict | None = None, log=print) -> Path:
     """Train the digits eps-model from scratch; returns the written weights path."""
