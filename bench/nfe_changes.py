@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .store import atomic_write, cell_key
+from .store import atomic_write, cell_key, temp_beside
 
 REPLICATES = 200
 FEATURE_EXTRACTORS = ("data", "digits-classifier")
@@ -68,13 +68,8 @@ def reference_path(run_dir, model: str) -> Path:
 
 
 def _save_npz(path: Path, **arrays):
-    import io
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    tmp = path.with_name("." + path.name + ".tmp")
-    tmp.write_bytes(buf.getvalue())
-    tmp.replace(path)
+    with temp_beside(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def save_cell_features(run_dir, key: str, index: np.ndarray, feats: np.ndarray):
@@ -265,7 +260,7 @@ def write_changes(df: pd.DataFrame, run_dir, log=None) -> bool:
     """fid_changes.md from the run's saved features; False (and a log line) when it has none."""
     try:
         ch = changes_frame(df, run_dir)
-    except NoFeatures as e:
+    except (NoFeatures, ValueError) as e:   # never lose a finished run over its extra table
         if log:
             log(f"fid_changes.md not written: {e}")
         return False

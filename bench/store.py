@@ -7,6 +7,8 @@ import math
 import os
 import re
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -19,12 +21,47 @@ COLUMNS = ["model", "solver", "nfe", "nfe_used", "guidance", "seed", "n_samples"
 def atomic_write(path: Path, text: str):
     """Write via a temp file in the same directory and rename, so readers never see a partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_tmp_prefix(path), suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _tmp_prefix(path: Path) -> str:
+    return f".{path.name}.pid{os.getpid()}."
+
+
+def _is_stale(tmp: Path) -> bool:
+    """A temp file left by a writer that is gone: its process no longer exists (or, for names without a pid,
+    it is over a minute old); a live process's write in flight is never touched."""
+    m = re.search(r"\.pid(\d+)\.[^.]*\.tmp$", tmp.name)
+    if m is None:
+        return time.time() - tmp.stat().st_mtime > 60
+    try:
+        os.kill(int(m.group(1)), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+@contextmanager
+def temp_beside(path: Path):
+    """A temp file name unique to this writer, beside `path`, renamed onto it when the block ends: processes
+    sharing a run directory may finish the same cell at once and must not collide on one temp name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_tmp_prefix(path), suffix=".tmp")
+    os.close(fd)
+    try:
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -46,9 +83,10 @@ class RunStore:
 
     def ensure(self):
         self.cells_dir.mkdir(parents=True, exist_ok=True)
-        for d in (self.cells_dir, self.root / "samples", self.root / "cache", self.root):
-            for stale in d.glob(".*.tmp") if d.is_dir() else []:  # left by a run killed mid-write
-                stale.unlink()
+        for d in (self.cells_dir, self.root / "samples", self.root / "features", self.root / "cache", self.root):
+            for tmp in d.glob(".*.tmp") if d.is_dir() else []:   # left by a run killed mid-write
+                if _is_stale(tmp):
+                    tmp.unlink(missing_ok=True)
 
     def cell_path(self, key: str) -> Path:
         return self.cells_dir / f"{key}.json"
@@ -64,10 +102,8 @@ class RunStore:
 
     def write_samples(self, key: str, samples: dict):
         path = self.root / "samples" / f"{key}.pt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name("." + path.name + ".tmp")
-        torch.save(samples, tmp)
-        os.replace(tmp, path)
+        with temp_beside(path) as tmp:
+            torch.save(samples, tmp)
 
     def read_samples(self, key: str) -> dict | None:
         path = self.root / "samples" / f"{key}.pt"

@@ -119,6 +119,11 @@ def test_error_paths(tmp_path, capsys):
     assert main(["table", str(out), "--changes"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "ddim NFE 10 seed 0" in err and "Traceback" not in err
+    # a run asked for fid_changes.md still finishes (its cells and tables are kept) and says why it has none
+    assert main(["run", "--models", "gmm2d", "--solvers", "ddim,dpmpp-2m", "--nfe", "5,10,20", "--seeds", "0,1",
+                 "--samples", "300", "--metrics", "fid", "--no-plots", "--out", str(out), "--fid-changes"]) == 0
+    assert "fid_changes.md not written: saved features of cell gmm2d ddim NFE 10" in capsys.readouterr().err
+    assert not (out / "fid_changes.md").exists() and (out / "fid_vs_nfe.md").is_file()
     # a run without saved features (e.g. the committed results, which keep results.csv only)
     bare = tmp_path / "bare"
     bare.mkdir()
