@@ -81,3 +81,24 @@ def test_rerun_that_computes_nothing_keeps_run_json_and_writes_ratios(tmp_path):
     assert main(args + ["--ratios", "dpmpp-2m/ddim"]) == 0
     assert (out / "run.json").read_text() == meta
     assert "| `dpmpp-2m` / `ddim` | 1 |" in (out / "ratios.md").read_text()
+
+
+def test_stale_temp_files_of_dead_writers_go_and_live_ones_stay(tmp_path):
+    """Processes sharing a run directory each write through their own temp names; a run starting beside a live
+    one removes only temp files whose writer is gone."""
+    from bench.store import RunStore, temp_beside
+    store = RunStore(tmp_path / "r")
+    (tmp_path / "r" / "samples").mkdir(parents=True)
+    dead = tmp_path / "r" / "samples" / ".a.pt.pid999999999.abcd.tmp"
+    live = tmp_path / "r" / "samples" / f".b.pt.pid{os.getpid()}.abcd.tmp"
+    dead.write_text("x")
+    live.write_text("x")
+    store.ensure()
+    assert not dead.exists() and live.exists()
+    target = tmp_path / "r" / "samples" / "c.pt"
+    with temp_beside(target) as t1, temp_beside(target) as t2:
+        assert t1 != t2                      # two writers of one cell never share a temp file
+        Path(t1).write_text("1")
+        Path(t2).write_text("2")
+    assert target.read_text() == "1"         # the last rename wins; nothing is left behind
+    assert not Path(t1).exists() and not Path(t2).exists()
