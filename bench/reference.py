@@ -17,7 +17,7 @@ def reference_solution(model, x_T, y, guidance, t_end, rtol, cache_dir: Path | N
         h = hashlib.sha1(f"{tag}|{guidance:g}|{float(t_end)!r}|{rtol:g}|{tuple(x_T.shape)}".encode()).hexdigest()[:16]
         path = Path(cache_dir) / f"ref-{h}.pt"
         if path.is_file():
-            return torch.load(path)
+            return torch.load(path, map_location="cpu")
     solver = get_solver(f"ode-dopri5:rtol={rtol},atol={rtol}")
     sched = model.schedule
     # a grid ending on the data point (sigma = 0) integrates to t_min, then takes the x0 jump there
@@ -27,7 +27,7 @@ def reference_solution(model, x_T, y, guidance, t_end, rtol, cache_dir: Path | N
     bs = batch_size or x_T.shape[0]
     for i in range(0, x_T.shape[0], bs):
         d = Denoiser(model, y=None if y is None else y[i:i + bs], guidance=guidance)
-        outs.append(solver.sample(d, x_T[i:i + bs].to(torch.float64), grid).to(torch.float64))
+        outs.append(solver.sample(d, x_T[i:i + bs].to(torch.float64), grid).to(torch.float64).cpu())
     x = torch.cat(outs)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

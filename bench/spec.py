@@ -79,6 +79,7 @@ class RunSpec:
         bad = [m for m in self.metrics if m not in METRICS]
         if bad:
             raise SpecError(f"unknown metric '{bad[0]}'; accepted: {', '.join(METRICS)}")
+        _check_device(self.device)
         if self.dtype not in ("float32", "float64"):
             raise SpecError(f"dtype must be float32 or float64, got {self.dtype}")
         if self.below_min_nfe not in ("error", "skip"):
@@ -92,6 +93,24 @@ class RunSpec:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _check_device(name: str):
+    """A torch device this machine has: cpu, cuda or cuda:<index>."""
+    import torch
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise SpecError(f"unknown device '{name}'; accepted: cpu, cuda, cuda:<index>") from None
+    if dev.type == "cpu":
+        return
+    if dev.type != "cuda":
+        raise SpecError(f"device '{name}' is not supported; accepted: cpu, cuda, cuda:<index>")
+    if not torch.cuda.is_available():
+        raise SpecError(f"device '{name}' asked for but this torch sees no CUDA device; accepted here: cpu")
+    if dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise SpecError(f"device '{name}' does not exist: this machine has {torch.cuda.device_count()} CUDA "
+                        f"device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
 
 
 def split_specs(text: str) -> list[str]:

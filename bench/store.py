@@ -20,18 +20,19 @@ COLUMNS = ["model", "solver", "nfe", "nfe_used", "guidance", "seed", "n_samples"
 
 def atomic_write(path: Path, text: str):
     """Write via a temp file in the same directory and rename, so readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_tmp_prefix(path), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with temp_beside(path) as tmp, open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what a plain open() creates; mkstemp's 0600 would hide results from others
 
 
 def _tmp_prefix(path: Path) -> str:
@@ -59,6 +60,7 @@ def temp_beside(path: Path):
     sharing a run directory may finish the same cell at once and must not collide on one temp name."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_tmp_prefix(path), suffix=".tmp")
+    os.fchmod(fd, _FILE_MODE)
     os.close(fd)
     try:
         yield tmp

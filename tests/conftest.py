@@ -1,9 +1,13 @@
-"""Shared fixtures: float64 gmm2d oracles and a helper that runs a solver at an NFE budget."""
+"""Shared fixtures: float64 gmm2d oracles and a helper that runs a solver at an NFE budget.
+
+Tests marked `cuda` run only where torch sees a CUDA device and are skipped elsewhere (CI has none)."""
 import pytest
 import torch
 
 import models
 import solvers
+
+CUDA = torch.cuda.is_available()
 
 F64 = torch.float64
 
@@ -42,3 +46,16 @@ def noise(n, seed=0, scale=1.0):
 def x_T():
     """x_T(n, seed=0, scale=1.0) -> float64 (n, 2) standard normal noise times scale."""
     return noise
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a CUDA device; skipped where torch sees none")
+
+
+def pytest_collection_modifyitems(config, items):
+    if CUDA:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available() is False)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

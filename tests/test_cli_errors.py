@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from bench.cli import main
 
@@ -21,6 +22,8 @@ CASES = [
     (["run", "--kid-subsets", "0", "--out", "{tmp}"], ["kid_subsets must be a positive integer"]),
     (["run", "--reference-samples", "-1", "--out", "{tmp}"], ["reference_samples must be >= 0"]),
     (["run", "--below-min-nfe", "drop", "--out", "{tmp}"], ["--below-min-nfe", "'skip'"]),
+    (["run", "--device", "gpu", "--out", "{tmp}"], ["unknown device 'gpu'", "cpu, cuda, cuda:<index>"]),
+    (["run", "--device", "mps", "--out", "{tmp}"], ["device 'mps' is not supported", "cpu, cuda"]),
     (["run", "nonexistent.toml"], ["spec file not found"]),
     (["table", "{tmp}/nothing"], ["no run found"]),
     (["list", "widgets"], ["invalid choice"]),
@@ -52,3 +55,11 @@ def test_list_solvers_and_models(capsys):
     out = capsys.readouterr().out
     for name in ("ddim", "dpmpp-2m", "dpmpp-3m", "heun", "ode-rk4", "gmm2d"):
         assert name in out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_cuda_on_a_machine_without_one(tmp_path, capsys):
+    assert main(["run", "--device", "cuda", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "sees no CUDA device" in err and "accepted here: cpu" in err
+    assert not (tmp_path / "run").exists()

@@ -337,3 +337,28 @@ def test_inception_metrics_against_a_reference_dataset(tmp_path, inception_weigh
     with pytest.raises(SpecError, match="unknown FID reference"):
         inception_metrics(Img(), x, inception_weights=inception_weights, fid_stats=None,
                           reference=str(tmp_path / "nowhere"), cache_dir=None)
+
+
+@pytest.mark.cuda
+def test_cli_run_on_cuda_gives_the_cpu_result(tmp_path, ckpt_dirs, inception_weights):
+    """UNet and InceptionV3 on the GPU: the same cell as on the CPU, up to the GPU convolutions' rounding."""
+    stats = random_stats(tmp_path / "stats.npz")
+    rows = {}
+    for dev in ("cpu", "cuda"):
+        out = tmp_path / dev
+        rc = bench.cli.main(["run", "--models", f"hf:{ckpt_dirs['v_prediction']}", "--solvers", "dpmpp-2m,ddim:eta=1",
+                             "--nfe", "4", "--samples", "16", "--out", str(out), "--metrics", "fid",
+                             "--fid-stats", stats, "--inception-weights", inception_weights, "--device", dev,
+                             "-q", "--no-plots"])
+        assert rc == 0
+        rows[dev] = pd.read_csv(out / "results.csv").set_index("solver").sort_index()
+        samples = {p.name: torch.load(p)["x"] for p in sorted((out / "samples").glob("*.pt"))}
+        rows[dev + "-x"] = samples
+    assert json.loads((tmp_path / "cuda" / "run.json").read_text())["device"] == torch.cuda.get_device_name(0)
+    assert list(rows["cuda"].index) == list(rows["cpu"].index)
+    assert (rows["cuda"]["nfe_used"] == 4).all()
+    for name, x in rows["cpu-x"].items():
+        torch.testing.assert_close(rows["cuda-x"][name], x, atol=2e-2, rtol=0)  # TF32 convolutions on the GPU
+    for solver in rows["cpu"].index:
+        a, b = rows["cpu"].loc[solver, "fid"], rows["cuda"].loc[solver, "fid"]
+        assert math.isfinite(b) and math.isclose(a, b, rel_tol=1e-2), (solver, a, b)

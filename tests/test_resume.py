@@ -86,7 +86,7 @@ def test_rerun_that_computes_nothing_keeps_run_json_and_writes_ratios(tmp_path):
 def test_stale_temp_files_of_dead_writers_go_and_live_ones_stay(tmp_path):
     """Processes sharing a run directory each write through their own temp names; a run starting beside a live
     one removes only temp files whose writer is gone."""
-    from bench.store import RunStore, temp_beside
+    from bench.store import RunStore, atomic_write, temp_beside
     store = RunStore(tmp_path / "r")
     (tmp_path / "r" / "samples").mkdir(parents=True)
     dead = tmp_path / "r" / "samples" / ".a.pt.pid999999999.abcd.tmp"
@@ -102,3 +102,9 @@ def test_stale_temp_files_of_dead_writers_go_and_live_ones_stay(tmp_path):
         Path(t2).write_text("2")
     assert target.read_text() == "1"         # the last rename wins; nothing is left behind
     assert not Path(t1).exists() and not Path(t2).exists()
+    # written files get a plain open()'s mode, not the temp file's private 0600: results stay shareable
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask
+    atomic_write(tmp_path / "r" / "results.csv", "a,b\n")
+    assert (tmp_path / "r" / "results.csv").stat().st_mode & 0o777 == 0o666 & ~mask
