@@ -89,27 +89,36 @@ class FrechetToReference:
     def __init__(self, mu: np.ndarray, cov: np.ndarray):
         cov = (cov + cov.T) / 2
         w, v = np.linalg.eigh(cov)
-        self.mu, self.tr = mu, float(np.trace(cov))
+        self.mu, self.tr = torch.from_numpy(np.asarray(mu, np.float64)), float(np.trace(cov))
         self.sqrt = torch.from_numpy((v * np.sqrt(np.clip(w, 0, None))) @ v.T)
+
+    def from_parts(self, mu: torch.Tensor, tr_cov: torch.Tensor, scs: torch.Tensor) -> torch.Tensor:
+        """FID from mu (B, d), tr(C) (B,) and S C S (B, d, d) -> (B,)."""
+        ev = torch.linalg.eigvalsh(scs).clamp(min=0)  # reads one triangle: rounding asymmetry is harmless
+        return ((mu - self.mu) ** 2).sum(-1) + tr_cov + self.tr - 2 * ev.sqrt().sum(-1)
 
     def __call__(self, mu: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
         """mu (B, d), cov (B, d, d), float64 -> FID (B,)."""
-        m = self.sqrt @ cov @ self.sqrt
-        ev = torch.linalg.eigvalsh((m + m.transpose(-1, -2)) / 2).clamp(min=0)
-        diff = mu - torch.from_numpy(self.mu)
-        return (diff * diff).sum(-1) + cov.diagonal(dim1=-2, dim2=-1).sum(-1) + self.tr - 2 * ev.sqrt().sum(-1)
+        return self.from_parts(mu, cov.diagonal(dim1=-2, dim2=-1).sum(-1), self.sqrt @ cov @ self.sqrt)
 
 
 def weighted_fids(feats: np.ndarray, weights: torch.Tensor, frechet: FrechetToReference) -> torch.Tensor:
-    """FID of each weighted copy of feats (row j repeated weights[b, j] times), weights (B, m) -> (B,)."""
-    f = torch.from_numpy(np.asarray(feats, np.float64))
-    f = f - f.mean(0)                   # centre first: the weighted second moments then lose no digits
+    """FID of each weighted copy of feats (row j repeated weights[b, j] times), weights (B, m) -> (B,).
+
+    With the features centred (the weighted moments then lose no digits) and g_j = S f_j, a replicate's
+    S C S = (sum_j w_j g_j g_j^T - n S mu S mu^T) / (n - 1): C itself is never formed, nor multiplied by S."""
+    f64 = np.asarray(feats, np.float64)
+    centre = torch.from_numpy(f64.mean(0))
+    f = torch.from_numpy(f64) - centre
+    g = f @ frechet.sqrt
     w = weights.to(torch.float64)
-    n = w.sum(1, keepdim=True)
-    mean_c = (w @ f) / n                # (B, d), relative to the full mean
-    second = torch.einsum("bm,md,me->bde", w, f, f)
-    cov = (second - n[:, :, None] * mean_c[:, :, None] * mean_c[:, None, :]) / (n[:, :, None] - 1)
-    return frechet(mean_c + torch.from_numpy(np.asarray(feats, np.float64).mean(0)), cov)
+    n = w.sum(1)
+    mu_f = (w @ f) / n[:, None]                                   # (B, d), relative to the centre
+    mu_g = mu_f @ frechet.sqrt
+    tr_cov = (w @ (f * f).sum(1) - n * (mu_f * mu_f).sum(1)) / (n - 1)
+    scs = ((g.T[None] * w[:, None, :]) @ g - n[:, None, None] * mu_g[:, :, None] * mu_g[:, None, :]) \
+        / (n - 1)[:, None, None]
+    return frechet.from_parts(mu_f + centre, tr_cov, scs)
 
 
 def bootstrap_counts(n_samples: int, replicates: int, seed: int) -> torch.Tensor:
