@@ -245,6 +245,9 @@ def to_markdown(ch: pd.DataFrame) -> str:
                 if r is None:
                     cells.append("–")
                     continue
+                if r.change == 0 and r.lo == 0 and r.hi == 0:   # both NFEs gave the solver the same steps
+                    cells.append("0 (same samples)")
+                    continue
                 text = _num(r.change)
                 cells.append((f"**{text}**" if _resolved(r.lo, r.hi) else text) + f" [{_num(r.lo)}, {_num(r.hi)}]")
             lines.append(f"| {solver} | " + " | ".join(cells) + f" | {verdict(rows)} |")

@@ -54,6 +54,17 @@ def test_verdicts():
     assert nc.verdict(rows((5, 10, 1, 3), (10, 20, -0.1, 0.2), (20, 50, 0.01, 0.2))) == "rises 5 → 10, 20 → 50"
 
 
+def test_two_nfes_with_the_same_steps_read_same_samples(tmp_path, capsys):
+    """ode-rk4 spends 4 NFE a step: budgets 4 and 5 give one step, the same samples, an exact zero change."""
+    assert main(["run", "--models", "gmm2d", "--solvers", "ode-rk4", "--nfe", "4,5,8", "--samples", "200",
+                 "--metrics", "fid", "-q", "--no-plots", "--out", str(tmp_path / "r")]) == 0
+    capsys.readouterr()
+    assert main(["table", str(tmp_path / "r"), "--changes"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| ode-rk4"))
+    assert row.split(" | ")[1] == "0 (same samples)"
+    assert "[" in row.split(" | ")[2]               # 5 -> 8: two steps, a real change with its interval
+
+
 def _run(out, *extra):
     return main(["run", "--models", "gmm2d", "--solvers", "ddim,dpmpp-2m", "--nfe", "5,10,20", "--seeds", "0,1",
                  "--samples", "300", "--metrics", "fid", "-q", "--no-plots", "--out", str(out), *extra])
