@@ -1,4 +1,4 @@
-"""The `nfebench` command line: list, run, table, plot, train."""
+"""The `nfebench` command line: list, run, table, plot, train, calibrate."""
 from __future__ import annotations
 
 import argparse
@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--reference-rtol", dest="reference_rtol", type=float)
     run.add_argument("--reference-samples", dest="reference_samples", type=int,
                      help="traj_rmse over the first N samples of a cell (0: all)")
+    run.add_argument("--calibration", help="DC-Solver ratios file to read and extend (default RUN/calibration.json)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     run.add_argument("--no-plots", action="store_true")
 
@@ -68,6 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("plot", help="draw the plots of a run")
     pl.add_argument("run")
+
+    cal = sub.add_parser("calibrate", help="search DC-Solver compensation ratios (unipc+dc, dpmpp-2m+dc) into a file")
+    cal.add_argument("spec", nargs="?", help="a TOML spec file or a shipped suite name: its DC solvers are calibrated")
+    for flag in ("models", "solvers", "nfe", "guidance", "device", "dtype"):
+        cal.add_argument(f"--{flag}")
+    cal.add_argument("--reference-rtol", dest="reference_rtol", type=float)
+    cal.add_argument("--plugin", action="append", default=None, help="load solvers from a Python file")
+    cal.add_argument("--out", dest="calibration", default="calibration.json",
+                     help="ratios file, read and extended (default calibration.json; `nfebench run --calibration` reads it)")
 
     tr = sub.add_parser("train", help="train an embedded model from scratch")
     tr.add_argument("name")
@@ -87,10 +97,10 @@ def resolve_spec(args):
         spec = RunSpec.from_toml(_suite_path(args.spec))
     else:
         raise SpecError(f"spec '{args.spec}' is neither a TOML file nor a shipped suite (quick, standard)")
-    flags = {k: getattr(args, k) for k in ("models", "solvers", "nfe", "guidance", "seeds", "samples", "batch_size",
+    flags = {k: getattr(args, k, None) for k in ("models", "solvers", "nfe", "guidance", "seeds", "samples", "batch_size",
                                             "metrics", "device", "dtype", "out", "inception_weights", "fid_stats",
                                             "ratios", "fid_changes", "below_min_nfe", "kid_subsets",
-                                            "reference_rtol", "reference_samples")}
+                                            "reference_rtol", "reference_samples", "calibration")}
     if args.plugin:
         flags["plugins"] = list(spec.plugins) + args.plugin
     spec.update(flags)
@@ -194,7 +204,42 @@ def cmd_train(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "table": cmd_table, "plot": cmd_plot, "train": cmd_train}
+def cmd_calibrate(args) -> int:
+    """Search the ratios of every DC solver of the spec at each (model, NFE, guidance) missing from the file."""
+    from solvers import get_solver
+
+    from .calibration import calibration_key
+    from .runner import Runner, plan
+
+    spec = resolve_spec(args)
+    dc = [s for s in spec.solvers if getattr(get_solver(s), "needs_ratios", False) and get_solver(s).ratio is None]
+    if not dc:
+        raise SpecError(f"no solver to calibrate in {', '.join(spec.solvers)}; calibrated solvers: unipc+dc, "
+                        "dpmpp-2m+dc (with any of their options except a constant ratio=)")
+    spec.solvers = dc
+    runner = Runner(spec, spec.out, log=lambda msg: print(msg, file=sys.stderr))
+    cells, notes = plan(spec)
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
+    seen = set()
+    print("| model | solver | NFE | guidance | ratios | search NFE | final MSE, ratios 1 -> calibrated |")
+    print("|---|---|---:|---:|---|---:|---|")
+    for c in cells:
+        if (c.model, c.solver, c.nfe, c.guidance) in seen:
+            continue
+        seen.add((c.model, c.solver, c.nfe, c.guidance))
+        model, solver = runner.model(c.model), get_solver(c.solver)
+        runner.calibrated_ratios(c, model, solver, solver.grid_for(model.schedule, c.nfe))
+        e = runner.calibration.get(calibration_key(c.model, solver.spec, c.nfe, c.guidance, spec.dtype))
+        print(f"| {c.model} | {c.solver} | {c.nfe} | {c.guidance:g} | {', '.join(f'{r:.3f}' for r in e['ratios'])} "
+              f"| {e['search_nfe']} | {e['final_mse_ratio_1']:.3g} -> {e['final_mse_calibrated']:.3g} |")
+    print(f"wrote {runner.calibration.path}; use it with: nfebench run ... --calibration {runner.calibration.path}",
+          file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "table": cmd_table, "plot": cmd_plot, "train": cmd_train,
+            "calibrate": cmd_calibrate}
 
 
 def main(argv=None) -> int:

@@ -17,6 +17,7 @@ from models import load_model, model_options
 from solvers import Denoiser, SpecError, get_solver
 from solvers.plugins import load_plugin_file
 
+from .calibration import CALIBRATION_NOISES, CALIBRATION_SEED, CalibrationFile, calibrate, calibration_key
 from .metrics import data_space_metrics, finite_mask, traj_rmse
 from .nfe_changes import cell_features, reference_moments, save_cell_features, save_reference
 from .reference import reference_solution
@@ -175,9 +176,11 @@ class Runner:
     def run_cell(self, cell: Cell) -> dict:
         model = self.model(cell.model)
         solver = get_solver(cell.solver)
+        grid = solver.grid_for(model.schedule, cell.nfe)
+        if getattr(solver, "needs_ratios", False) and solver.ratio is None:
+            solver = solver.with_ratios(self.calibrated_ratios(cell, model, solver, grid))
         x_T = initial_noise(model, cell.seed, cell.n_samples, self.dtype).to(self.spec.device)
         y = class_labels(model, cell.n_samples)
-        grid = solver.grid_for(model.schedule, cell.nfe)
         gen = torch.Generator().manual_seed(10_007 * cell.seed + 1)  # stochastic solvers' own stream
         bs = self.spec.batch_size or cell.n_samples
         outs, nfe_used = [], 0
@@ -199,6 +202,25 @@ class Runner:
         row.update(self.score(model, cell, x, ok, x_T, y, grid))
         self._last_features = self.fid_features(model, cell, x, ok)
         return row
+
+    @property
+    def calibration(self) -> CalibrationFile:
+        return CalibrationFile(self.spec.calibration or self.store.root / "calibration.json")
+
+    def calibrated_ratios(self, cell: Cell, model, solver, grid) -> list[float]:
+        """A DC solver's ratios for this cell's (model, NFE, guidance): from the calibration file, else searched
+        now on the calibration noises and added to it (the search's NFE are recorded there, not in the cell)."""
+        key = calibration_key(cell.model, solver.spec, cell.nfe, cell.guidance, self.spec.dtype)
+        entry = self.calibration.get(key)
+        if entry is None:
+            self.log(f"calibrating {solver.spec} for {cell.model} NFE={cell.nfe} g={cell.guidance:g} "
+                     f"({CALIBRATION_NOISES} noises) -> {self.calibration.path}")
+            x_T = initial_noise(model, CALIBRATION_SEED, CALIBRATION_NOISES, self.dtype).to(self.spec.device)
+            y = class_labels(model, CALIBRATION_NOISES)
+            entry = calibrate(model, solver, grid, x_T, None if y is None else y.to(self.spec.device),
+                              cell.guidance, rtol=self.spec.reference_rtol)
+            self.calibration.put(key, entry)
+        return entry["ratios"]
 
     def fid_features(self, model, cell, x, ok):
         """(sample indices, FID features) of the finite samples, for paired FID-change intervals; None for

@@ -36,6 +36,7 @@ class RunSpec:
     fid_stats: str = ""                 # user-given reference statistics for image models
     ratios: list[str] = field(default_factory=list)  # 'MOD/BASE' solver pairs: paired ratio table ratios.md
     fid_changes: bool = False           # fid_changes.md: paired-bootstrap intervals of FID between NFEs
+    calibration: str = ""               # DC-Solver ratios file, read and extended (default RUN/calibration.json)
 
     @classmethod
     def from_toml(cls, path: str | Path) -> "RunSpec":

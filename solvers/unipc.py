@@ -13,6 +13,7 @@ x^c, so the corrector is free and NFE = steps.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -84,18 +85,45 @@ class UniPC(Solver):
     defaults = {"order": 3, "variant": "bh1", "corrector": True, "lower_order_final": True}
     choices = {"order": (1, 2, 3), "variant": ("bh1", "bh2")}
 
-    def sample(self, denoiser, x_T, grid, generator=None):
-        sched, x = denoiser.schedule, x_T
+    final_threshold = None   # lower_order_final at any step count (None); DPM-Solver++'s rule is 15
+
+    def history_length(self) -> int:
+        return self.order
+
+    def start(self, denoiser, x_T, grid) -> "History":
+        """The history before step 0: the data prediction at t_0 (1 NFE)."""
+        return History([grid[0]], [denoiser.schedule.lambda_(grid[0])], [denoiser.x0(x_T, grid[0])])
+
+    def step(self, denoiser, x, hist: "History", grid, i: int):
+        """Step i (0-based) t_i -> t_{i+1}: UniP-p, then (except on the last step) the evaluation at the
+        predicted point and UniC-p. Returns (x_{i+1}, the history with that evaluation pushed)."""
         steps = len(grid) - 1
-        Ms, lams = [denoiser.x0(x, grid[0])], [sched.lambda_(grid[0])]
-        for i, (s, t) in enumerate(zip(grid[:-1], grid[1:])):
-            iv = Interval(sched, s, t)
-            p = multistep_order(i, steps, self.order, self.lower_order_final, iv.to_data,
-                                final_threshold=steps + 1)
-            x_pred = unipc_update(iv, x, Ms, lams, p, self.variant)
-            if i == steps - 1:
-                return x_pred                      # final predictor: no evaluation, no corrector
-            M_t = denoiser.x0(x_pred, t)
-            x = unipc_update(iv, x, Ms, lams, p, self.variant, M_t) if self.corrector else x_pred
-            Ms, lams = (Ms + [M_t])[-self.order:], (lams + [iv.lam_t])[-self.order:]
+        iv = Interval(denoiser.schedule, grid[i], grid[i + 1])
+        threshold = self.final_threshold or steps + 1
+        p = multistep_order(i, steps, self.order, self.lower_order_final, iv.to_data, final_threshold=threshold)
+        x_pred = unipc_update(iv, x, hist.Ms, hist.lams, p, self.variant)
+        if i == steps - 1:
+            return x_pred, hist                    # final predictor: no evaluation, no corrector
+        M_t = denoiser.x0(x_pred, grid[i + 1])
+        x = unipc_update(iv, x, hist.Ms, hist.lams, p, self.variant, M_t) if self.corrector else x_pred
+        return x, hist.push(grid[i + 1], iv.lam_t, M_t, self.history_length())
+
+    def sample(self, denoiser, x_T, grid, generator=None):
+        x, hist = x_T, self.start(denoiser, x_T, grid)
+        for i in range(len(grid) - 1):
+            x, hist = self.step(denoiser, x, hist, grid, i)
         return x
+
+
+@dataclass(frozen=True)
+class History:
+    """Times, lambdas and data predictions of the last evaluations, oldest first."""
+    ts: list
+    lams: list
+    Ms: list
+
+    def push(self, t, lam, M, keep: int) -> "History":
+        return History((self.ts + [t])[-keep:], (self.lams + [lam])[-keep:], (self.Ms + [M])[-keep:])
+
+    def with_newest(self, M) -> "History":
+        return History(self.ts, self.lams, self.Ms[:-1] + [M])

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 import solvers
-from solvers import Denoiser, NFEBudgetExceeded, get_solver
+from solvers import Denoiser, NFEBudgetExceeded
+from solvers import get_solver as _get_solver
 from solvers.registry import _REGISTRY
 
 F64 = torch.float64
@@ -34,6 +35,14 @@ def _registered():
 
 
 SOLVERS = _registered()
+
+
+def get_solver(spec):
+    """DC solvers sample with calibrated ratios the harness gives them; here a constant ratio stands in."""
+    solver = _get_solver(spec)
+    if getattr(solver, "needs_ratios", False) and solver.ratio is None:
+        solver.ratio = 1.1
+    return solver
 
 
 class Counting:

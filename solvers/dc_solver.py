@@ -1,0 +1,137 @@
+"""DC-Solver (Zhao et al. 2024): dynamic compensation of UniPC's predictor-corrector misalignment
+(spec ../shared/algorithms/unipc-dc-solver.md sections 2-3).
+
+The newest history entry M_0 = x0(x~_{i-1}, t_{i-1}) was evaluated at the uncorrected predictor point. Before
+step i (1-based) it is replaced by the Lagrange polynomial in t (not lambda) through the three newest entries,
+evaluated at
+    t' = t_{i-2} + rho_i (t_{i-1} - t_{i-2})          (rho_i = 1: no change)
+The replacement is permanent: the next step's differences use it too. rho_1 = rho_2 = 1 (fewer than three
+entries). No extra NFE: compensation combines stored evaluations.
+
+The ratios are learned offline for one (model, NFE, guidance, grid) by `search_ratios` (paper section 3.3,
+greedy): at each step, AdamW from rho = 1 on the MSE between the state after the whole step (compensation,
+predictor, evaluation, corrector) and the exact ODE solution there, over a few noises; the final value is kept.
+The solver itself only applies ratios it is given (`with_ratios`), or a constant `ratio` (the paper's
+ablation baseline); the harness runs the search and stores it (`nfebench calibrate`).
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from .denoiser import bcast
+from .options import SpecError
+from .registry import register_solver
+from .unipc import History, UniPC
+
+DC_POINTS = 3   # K + 1 with the reference's dc_order K = 2
+
+
+def lagrange_weights(taus, t_prime) -> list:
+    """Weights of the values at the nodes `taus` in their interpolating polynomial evaluated at t_prime."""
+    ws = []
+    for a, ta in enumerate(taus):
+        w = 1.0
+        for b, tb in enumerate(taus):
+            if b != a:
+                w = w * (t_prime - tb) / (ta - tb)
+        ws.append(w)
+    return ws
+
+
+def compensate(hist: History, rho) -> History:
+    """The history with its newest x0 replaced by the 3-point Lagrange value at t' (rho: float or 0-d tensor)."""
+    taus = [torch.as_tensor(t, dtype=torch.float64) for t in hist.ts[-1:-DC_POINTS - 1:-1]]  # newest first
+    t_prime = taus[1] + rho * (taus[0] - taus[1])
+    Hs = hist.Ms[-1:-DC_POINTS - 1:-1]
+    M_hat = sum(bcast(w, H) * H for w, H in zip(lagrange_weights(taus, t_prime), Hs))
+    return hist.with_newest(M_hat)
+
+
+class DynamicCompensation:
+    """Mixin for a UniPC-structured solver (start/step/History): DC before every step with 3 history entries."""
+
+    needs_ratios = True   # the harness calibrates them (bench/calibration.py) unless `ratio` is given
+    ratios = None         # one per step, rho_1..rho_M
+
+    def with_ratios(self, ratios) -> "DynamicCompensation":
+        solver = copy.copy(self)
+        solver.ratios = [float(r) for r in ratios]
+        return solver
+
+    def history_length(self) -> int:
+        return max(self.order, DC_POINTS)
+
+    def ratios_for(self, steps: int) -> list[float]:
+        if self.ratio is not None:
+            return ([1.0, 1.0] + [float(self.ratio)] * steps)[:steps]
+        if self.ratios is None:
+            raise SpecError(f"solver '{self.spec}' needs compensation ratios for its {steps} steps: run it through "
+                            f"`nfebench run` or `nfebench calibrate` (which search them), or give a constant one, "
+                            f"e.g. {self.name}:ratio=1.1")
+        if len(self.ratios) != steps:
+            raise SpecError(f"solver '{self.spec}' was given {len(self.ratios)} compensation ratios for {steps} steps")
+        return self.ratios
+
+    def sample(self, denoiser, x_T, grid, generator=None):
+        ratios = self.ratios_for(len(grid) - 1)
+        x, hist = x_T, self.start(denoiser, x_T, grid)
+        for i, rho in enumerate(ratios):
+            if len(hist.Ms) >= DC_POINTS and rho != 1.0:   # exact test, as the reference
+                hist = compensate(hist, rho)
+            x, hist = self.step(denoiser, x, hist, grid, i)
+        return x
+
+
+def search_ratios(solver, denoiser, x_T, grid, targets, iters: int = 40, lr: float = 0.1) -> list[float]:
+    """Greedy ratio search (spec 3.2): targets[i] is the exact ODE solution at grid[i + 1] from x_T.
+
+    Each of the `iters` AdamW iterations at a step costs one evaluation (with its backward pass) through
+    `denoiser`, whose count is the search's cost. The trajectory follows the solver's own states."""
+    ratios = []
+    with torch.no_grad():
+        x, hist = x_T, solver.start(denoiser, x_T, grid)
+    for i in range(len(grid) - 1):
+        rho = 1.0
+        if len(hist.Ms) >= DC_POINTS:
+            theta = torch.ones((), dtype=torch.float64, requires_grad=True)
+            opt = torch.optim.AdamW([theta], lr=lr)   # weight decay 0.01, as the reference
+            target = targets[i].to(device=x.device, dtype=x.dtype)
+            for _ in range(iters):
+                with torch.enable_grad():
+                    x_next, _ = solver.step(denoiser, x, compensate(hist, theta), grid, i)
+                    loss = torch.mean((x_next - target) ** 2)
+                    (grad,) = torch.autograd.grad(loss, theta, allow_unused=True)
+                theta.grad = torch.zeros_like(theta) if grad is None else grad
+                opt.step()
+            rho = float(theta.detach())
+        ratios.append(rho)
+        with torch.no_grad():
+            x, hist = solver.step(denoiser, x, compensate(hist, rho) if rho != 1.0 else hist, grid, i)
+    return ratios
+
+
+@register_solver("unipc+dc")
+class UniPCDC(DynamicCompensation, UniPC):
+    """UniPC with DC-Solver's dynamic compensation (learned ratios, 1 NFE a step); default UniPC-3 bh1 logSNR.
+
+    Any UniPC option; `ratio=R` uses one constant ratio instead of calibrated ones. The reference's LDM setting
+    is UniPC order 3 bh1 (its default here), its Stable Diffusion one order 2 bh2 (3-entry history either way,
+    so DC also acts at order 2, as in the reference's diffusers port).
+    """
+
+    defaults = {**UniPC.defaults, "ratio": None}
+
+
+@register_solver("dpmpp-2m+dc")
+class DPMpp2MDC(DynamicCompensation, UniPC):
+    """DPM-Solver++(2M) with DC-Solver's dynamic compensation (learned ratios, 1 NFE a step).
+
+    Built as UniP-2 bh2 without corrector, which is DPM-Solver++(2M) (spec 1.6, 2.3), with DPM-Solver++'s
+    lower_order_final rule (fewer than 15 steps); with every ratio 1 it is dpmpp-2m.
+    """
+
+    order, variant, corrector, final_threshold = 2, "bh2", False, 15
+    defaults = {"lower_order_final": True, "ratio": None}
+    choices = {}
