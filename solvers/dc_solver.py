@@ -72,6 +72,9 @@ class DynamicCompensation:
                             f"e.g. {self.name}:ratio=1.1")
         if len(self.ratios) != steps:
             raise SpecError(f"solver '{self.spec}' was given {len(self.ratios)} compensation ratios for {steps} steps")
+        if any(r != 1.0 for r in self.ratios[:DC_POINTS - 1]):
+            raise SpecError(f"solver '{self.spec}': the first {DC_POINTS - 1} compensation ratios must be 1 (fewer "
+                            f"than {DC_POINTS} evaluations to interpolate), got {self.ratios[:DC_POINTS - 1]}")
         return self.ratios
 
     def sample(self, denoiser, x_T, grid, generator=None):

@@ -182,6 +182,19 @@ def test_a_solver_runs(ckpt_dirs):
     assert x0.shape == x_T.shape and torch.isfinite(x0).all() and d.nfe == 3
 
 
+def test_dc_solver_calibrates_through_a_unet(tmp_path, ckpt_dirs):
+    """The ratio search backpropagates through the hub UNet (float32) and the run then samples with the ratios."""
+    out = tmp_path / "run"
+    rc = bench.cli.main(["run", "--models", f"hf:{ckpt_dirs['v_prediction']}", "--solvers", "dpmpp-2m+dc",
+                         "--nfe", "4", "--samples", "4", "--out", str(out), "--metrics", "traj_rmse", "--reference-rtol", "1e-3", "-q",
+                         "--no-plots"])
+    assert rc == 0
+    entry, = json.loads((out / "calibration.json").read_text()).values()
+    assert len(entry["ratios"]) == 4 and entry["ratios"][:2] == [1.0, 1.0] and entry["ratios"][2:] != [1.0, 1.0]
+    df = pd.read_csv(out / "results.csv")
+    assert df.loc[0, "nfe_used"] == 4 and math.isfinite(df.loc[0, "traj_rmse"])
+
+
 def test_class_conditional_checkpoint(tmp_path):
     make_checkpoint(tmp_path, num_class_embeds=4)
     model = load_model(f"hf:{tmp_path}")
