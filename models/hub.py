@@ -1,4 +1,5 @@
-"""hf:<repo|dir>: a diffusers UNet2DModel checkpoint with its DDPM (discrete-beta) scheduler config.
+"""hf:<repo|dir>: a diffusers UNet2DModel checkpoint with its DDPM (discrete-beta) scheduler config, or a
+consistency model's (CMStochasticIterativeScheduler config: see HubConsistencyModel).
 
 Accepted layouts (a local directory, or the snapshot of a Hugging Face Hub repo):
 - a pipeline folder: model_index.json (optional), unet/{config.json, diffusion_pytorch_model.safetensors|.bin},
@@ -26,7 +27,8 @@ from pathlib import Path
 import torch
 
 from solvers.options import SpecError
-from solvers.schedules import VPDiscrete
+from solvers.denoiser import bcast
+from solvers.schedules import VE, VPDiscrete
 
 from .base import DiffusionModel, Reference
 
@@ -86,12 +88,7 @@ class HubUNet(DiffusionModel):
         self.unet = unet.eval().requires_grad_(False)
         self.source = source
         self.scheduler_config = dict(scheduler_config)
-        kind = scheduler_config.get("prediction_type", "epsilon")
-        if kind not in PREDICTIONS:
-            raise SpecError(f"unsupported prediction_type '{kind}' in the scheduler config; accepted: "
-                            + ", ".join(PREDICTIONS))
-        self.prediction = PREDICTIONS[kind]
-        self.schedule = VPDiscrete(betas=betas_from_config(scheduler_config))
+        self._set_schedule(self.scheduler_config)
         size = cfg.sample_size
         h, w = (size, size) if isinstance(size, int) else tuple(size)
         self.in_channels = int(cfg.in_channels)
@@ -121,12 +118,22 @@ class HubUNet(DiffusionModel):
         self._place()
         return self
 
+    def _set_schedule(self, cfg: dict):
+        kind = cfg.get("prediction_type", "epsilon")
+        if kind not in PREDICTIONS:
+            raise SpecError(f"unsupported prediction_type '{kind}' in the scheduler config; accepted: "
+                            + ", ".join(PREDICTIONS))
+        self.prediction = PREDICTIONS[kind]
+        self.schedule = VPDiscrete(betas=betas_from_config(cfg))
+
     def forward(self, x, t, y=None):
-        self._place()
-        n = x.shape[0]
-        t = torch.as_tensor(t, dtype=F64)
-        t = t.expand(n) if t.dim() == 0 else t
+        t = _per_sample(t, x.shape[0])
         steps = self.schedule.model_time(t.cpu()).to(device=self.device, dtype=torch.float32)
+        return self._net(x, steps, y)
+
+    def _net(self, x, steps, y):
+        """The UNet at network time `steps` (per sample, on the device), output in x's device and dtype."""
+        self._place()
         labels = None
         if self.num_class_embeds is not None:
             if y is None:
@@ -143,6 +150,44 @@ class HubUNet(DiffusionModel):
     @property
     def reference(self):
         return Reference()  # image models are scored against a torch-fidelity dataset or --fid-stats
+
+
+def _per_sample(t, n: int) -> torch.Tensor:
+    t = torch.as_tensor(t, dtype=F64)
+    return t.expand(n) if t.dim() == 0 else t
+
+
+class HubConsistencyModel(HubUNet):
+    """A consistency checkpoint (UNet2DModel + CMStochasticIterativeScheduler config, e.g. the openai/diffusers-cd_*
+    conversions): VE schedule t = sigma in [sigma_min, sigma_max]; forward is the consistency function
+        f(x, sigma) = c_skip x + c_out F(c_in x, 250 log(sigma + 1e-44)),  clamped to [-1, 1] (clip_denoised)
+    with the boundary-condition scalings c_skip = s_d^2 / ((sigma - sigma_min)^2 + s_d^2),
+    c_out = (sigma - sigma_min) s_d / sqrt(sigma^2 + s_d^2), c_in = 1 / sqrt(sigma^2 + s_d^2) (CM paper app. C),
+    so prediction = x0. The schedule carries the scheduler's Karras index grid (N = num_train_timesteps, rho) for
+    cm-multistep's timesteps."""
+
+    def _set_schedule(self, cfg: dict):
+        try:
+            self.sigma_data = float(cfg.get("sigma_data", 0.5))
+            smin, smax = float(cfg.get("sigma_min", 0.002)), float(cfg.get("sigma_max", 80.0))
+            steps, rho = int(cfg.get("num_train_timesteps", 40)), float(cfg.get("rho", 7.0))
+        except (TypeError, ValueError) as e:
+            raise SpecError(f"bad CMStochasticIterativeScheduler config: {e}") from None
+        self.clip_denoised = bool(cfg.get("clip_denoised", True))
+        self.prediction = "x0"
+        self.schedule = VE(sigma_min=smin, sigma_max=smax)
+        self.schedule.consistency_steps, self.schedule.rho = steps, rho
+
+    def forward(self, x, t, y=None):
+        sigma = _per_sample(t, x.shape[0]).to(x.device)
+        smin, sd = self.schedule.t_min, self.sigma_data
+        c_skip = sd ** 2 / ((sigma - smin) ** 2 + sd ** 2)
+        c_out = (sigma - smin) * sd / torch.sqrt(sigma ** 2 + sd ** 2)
+        c_in = 1 / torch.sqrt(sigma ** 2 + sd ** 2)
+        steps = (250.0 * torch.log(sigma + 1e-44)).to(device=self.device, dtype=torch.float32)
+        out = self._net(bcast(c_in, x) * x, steps, y)
+        f = bcast(c_skip, x) * x + bcast(c_out, x) * out
+        return f.clamp(-1, 1) if self.clip_denoised else f
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -291,9 +336,10 @@ def load_hub_model(repo_or_dir: str, **opts) -> HubUNet:
     if not _has_weights(root, sub):
         raise SpecError(f"{(root / sub) if sub else root} has no weights ({' or '.join(WEIGHT_FILES)})")
     sched = _read_json(sched_path)
-    if not any(k in sched for k in ("beta_schedule", "trained_betas", "beta_start")):
+    consistency = sched.get("_class_name") == "CMStochasticIterativeScheduler"
+    if not consistency and not any(k in sched for k in ("beta_schedule", "trained_betas", "beta_start")):
         raise SpecError(f"{sched_path}: scheduler {sched.get('_class_name', '?')} is not a discrete-beta "
-                        "(DDPM-family) scheduler")
+                        "(DDPM-family) scheduler nor a CMStochasticIterativeScheduler (consistency model)")
     try:
         unet = UNet2DModel.from_pretrained(str(root), subfolder=sub, local_files_only=True,
                                            low_cpu_mem_usage=False)
@@ -306,4 +352,5 @@ def load_hub_model(repo_or_dir: str, **opts) -> HubUNet:
     reference = opts.get("reference")
     if reference is None and "cifar10" in target.lower() and "cifar100" not in target.lower():
         reference = "cifar10-train"
-    return HubUNet(unet, sched, target, reference=reference, num_classes=num_classes)
+    cls = HubConsistencyModel if consistency else HubUNet
+    return cls(unet, sched, target, reference=reference, num_classes=num_classes)

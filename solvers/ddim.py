@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .denoiser import bcast
+from .denoiser import bcast, gaussian_like
 from .exponential import Interval, data_step
 from .registry import Solver, register_solver
 
@@ -33,9 +33,7 @@ class DDIM(Solver):
             sg_s, sg_t = iv.sigma_s / iv.alpha_s, iv.sigma_t / iv.alpha_t
             up = torch.minimum(sg_t, self.eta * torch.sqrt(sg_t ** 2 * (sg_s ** 2 - sg_t ** 2) / sg_s ** 2))
             down = torch.sqrt(sg_t ** 2 - up ** 2)
-            # drawn where the generator lives (the runner's is on the CPU): one seed, the same noise on any device
-            z = torch.randn(x.shape, generator=generator, dtype=x.dtype,
-                            device=x.device if generator is None else generator.device).to(x.device)
+            z = gaussian_like(x, generator)
             x_tilde = pred.x0 + bcast(down / sg_s, x) * (x / bcast(iv.alpha_s, x) - pred.x0) + bcast(up, x) * z
             x = bcast(iv.alpha_t, x) * x_tilde
         return x

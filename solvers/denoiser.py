@@ -32,6 +32,13 @@ def bcast(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return c.reshape(-1, *([1] * (x.dim() - 1)))
 
 
+def gaussian_like(x: torch.Tensor, generator=None) -> torch.Tensor:
+    """Standard normal noise shaped like x, drawn where the generator lives (the runner's is on the CPU) and
+    moved to x's device: one seed gives the same noise on any device."""
+    dev = x.device if generator is None else generator.device
+    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=dev).to(x.device)
+
+
 class Denoiser:
     def __init__(self, model, y=None, guidance: float = 1.0, budget: int | None = None):
         self.model = model

@@ -49,8 +49,8 @@ def no_network(monkeypatch):
 
 
 def make_checkpoint(root, prediction_type="epsilon", beta_schedule="linear", num_class_embeds=None,
-                    layout="pipeline", seed=0):
-    """A tiny random UNet2DModel (3x8x8) plus its DDPM scheduler config, saved as diffusers does."""
+                    layout="pipeline", seed=0, scheduler=None):
+    """A tiny random UNet2DModel (3x8x8) plus its DDPM scheduler config (or `scheduler`), saved as diffusers does."""
     torch.manual_seed(seed)
     unet = UNet2DModel(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(8, 16),
                        layers_per_block=1, norm_num_groups=4, attention_head_dim=4,
@@ -58,8 +58,8 @@ def make_checkpoint(root, prediction_type="epsilon", beta_schedule="linear", num
                        up_block_types=("AttnUpBlock2D", "UpBlock2D"), num_class_embeds=num_class_embeds)
     with torch.no_grad():  # diffusers zero-inits nothing here, but make the output clearly depend on the input
         unet.conv_out.weight.mul_(10)
-    sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule=beta_schedule, beta_start=1e-4, beta_end=0.02,
-                          prediction_type=prediction_type)
+    sched = scheduler or DDPMScheduler(num_train_timesteps=1000, beta_schedule=beta_schedule, beta_start=1e-4,
+                                       beta_end=0.02, prediction_type=prediction_type)
     if layout == "pipeline":
         unet.save_pretrained(root / "unet")
         sched.save_config(root / "scheduler")
@@ -375,3 +375,70 @@ def test_cli_run_on_cuda_gives_the_cpu_result(tmp_path, ckpt_dirs, inception_wei
     for solver in rows["cpu"].index:
         a, b = rows["cpu"].loc[solver, "fid"], rows["cuda"].loc[solver, "fid"]
         assert math.isfinite(b) and math.isclose(a, b, rel_tol=1e-2), (solver, a, b)
+
+
+# ------------------------------------------------------------------------------------- consistency models
+
+@pytest.fixture(scope="module")
+def cm_dir(tmp_path_factory):
+    from diffusers import CMStochasticIterativeScheduler
+    return make_checkpoint(tmp_path_factory.mktemp("cm"), seed=3,
+                           scheduler=CMStochasticIterativeScheduler(num_train_timesteps=40))
+
+
+def test_consistency_checkpoint_is_its_consistency_function(cm_dir):
+    """f(x, sigma) = clamp(c_skip x + c_out F(c_in x, 250 log sigma)) with diffusers' scalings, as x0 on a VE schedule."""
+    from diffusers import CMStochasticIterativeScheduler, UNet2DModel
+    model = load_model(f"hf:{cm_dir}")
+    assert model.prediction == "x0" and model.schedule.kind == "ve" and model.schedule.consistency_steps == 40
+    assert (model.schedule.t_min, model.schedule.T) == (0.002, 80.0)
+    sched = CMStochasticIterativeScheduler.from_pretrained(str(cm_dir), subfolder="scheduler")
+    unet = UNet2DModel.from_pretrained(str(cm_dir), subfolder="unet")
+    x = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    for sigma in (80.0, 2.5, 0.3):
+        xin = x * sigma   # a state at noise level sigma
+        c_skip, c_out = sched.get_scalings_for_boundary_condition(torch.tensor(sigma))
+        t = torch.tensor(sched.sigma_to_t(np.array([sigma]))[0])
+        with torch.no_grad():
+            out = unet(xin / (sigma ** 2 + 0.5 ** 2) ** 0.5, t).sample
+            mine = model.forward(xin, torch.tensor(sigma, dtype=torch.float64))
+        torch.testing.assert_close(mine, (c_out * out + c_skip * xin).clamp(-1, 1), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("nfe", [1, 2, 3, 5])
+def test_cm_multistep_matches_the_diffusers_scheduler(cm_dir, nfe):
+    """Our cm-multistep on the loaded checkpoint = diffusers' CMStochasticIterativeScheduler loop (the
+    ConsistencyModelPipeline's), same x_T and the same generator stream for the re-noising."""
+    from diffusers import CMStochasticIterativeScheduler, UNet2DModel
+    sched = CMStochasticIterativeScheduler.from_pretrained(str(cm_dir), subfolder="scheduler")
+    unet = UNet2DModel.from_pretrained(str(cm_dir), subfolder="unet")
+    sched.set_timesteps(nfe)
+    x_T = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * sched.init_noise_sigma
+    x, g = x_T.clone(), torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for t in sched.timesteps:
+            out = unet(sched.scale_model_input(x, t), t).sample
+            x = sched.step(out, t, x, generator=g).prev_sample
+    model = load_model(f"hf:{cm_dir}")
+    solver = get_solver("cm-multistep")
+    grid = solver.grid_for(model.schedule, nfe)
+    torch.testing.assert_close(grid.float(), sched.sigmas, atol=0, rtol=1e-6)
+    d = Denoiser(model, budget=nfe)
+    with torch.no_grad():
+        mine = solver.sample(d, x_T, grid, generator=torch.Generator().manual_seed(7))
+    assert d.nfe == nfe
+    # float32 network; the scalings are float64 here, float32 there (seen: 1.8e-5 on one element of 768)
+    torch.testing.assert_close(mine, x, atol=1e-4, rtol=1e-4)
+
+
+def test_cm_multistep_runs_from_the_cli(tmp_path, cm_dir, inception_weights):
+    out = tmp_path / "run"
+    rc = bench.cli.main(["run", "--models", f"hf:{cm_dir}", "--solvers", "cm-multistep,ddim", "--nfe", "1,2",
+                         "--samples", "8", "--out", str(out), "--metrics", "fid",
+                         "--fid-stats", random_stats(tmp_path / "stats.npz"), "--inception-weights",
+                         inception_weights, "-q", "--no-plots"])
+    assert rc == 0
+    df = pd.read_csv(out / "results.csv")
+    assert len(df) == 4 and (df["nfe_used"] == df["nfe"]).all() and df["fid"].notna().all()
+    with pytest.raises(SpecError, match="NFE 41 exceeds this consistency model's 40-point sigma grid"):
+        get_solver("cm-multistep").grid_for(load_model(f"hf:{cm_dir}").schedule, 41)

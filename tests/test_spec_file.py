@@ -39,13 +39,15 @@ def test_shipped_suites_parse():
 
 
 def test_standard_suite_covers_the_registry_and_embedded_models():
-    """`standard` = every fixed-budget solver on every embedded model, NFE 3..50, guidance 1 and a high value."""
+    """`standard` = every fixed-budget solver on every embedded model, NFE 3..50, guidance 1 and a high value
+    (consistency samplers excepted: no embedded model is a consistency model)."""
     from bench.cli import _suite_path
     from models import list_models
     from solvers import get_solver, list_solvers
     spec = RunSpec.from_toml(_suite_path("standard"))
     shipped = {n for n in list_solvers() if type(get_solver(n)).__module__.startswith("solvers.")}  # no plugins
-    fixed_budget = {n for n in shipped if not get_solver(n).adaptive}
+    fixed_budget = {n for n in shipped if not get_solver(n).adaptive
+                    and not getattr(get_solver(n), "consistency_sampler", False)}  # no embedded consistency model
     assert set(spec.solvers) == fixed_budget
     assert set(spec.models) == {m for m in list_models() if not m.startswith("hf:")}
     assert min(spec.nfe) == 3 and max(spec.nfe) == 50
