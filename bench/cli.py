@@ -212,7 +212,10 @@ def cmd_calibrate(args) -> int:
     from .runner import Runner, plan
 
     spec = resolve_spec(args)
-    dc = [s for s in spec.solvers if getattr(get_solver(s), "needs_ratios", False) and get_solver(s).ratio is None]
+    def calibrated(spec_text):
+        solver = get_solver(spec_text)
+        return getattr(solver, "needs_ratios", False) and getattr(solver, "ratio", None) is None
+    dc = [s for s in spec.solvers if calibrated(s)]
     if not dc:
         raise SpecError(f"no solver to calibrate in {', '.join(spec.solvers)}; calibrated solvers: unipc+dc, "
                         "dpmpp-2m+dc (with any of their options except a constant ratio=)")

@@ -177,7 +177,7 @@ class Runner:
         model = self.model(cell.model)
         solver = get_solver(cell.solver)
         grid = solver.grid_for(model.schedule, cell.nfe)
-        if getattr(solver, "needs_ratios", False) and solver.ratio is None:
+        if getattr(solver, "needs_ratios", False) and getattr(solver, "ratio", None) is None:
             solver = solver.with_ratios(self.calibrated_ratios(cell, model, solver, grid))
         x_T = initial_noise(model, cell.seed, cell.n_samples, self.dtype).to(self.spec.device)
         y = class_labels(model, cell.n_samples)
