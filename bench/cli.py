@@ -149,15 +149,14 @@ def cmd_list(args) -> int:
     from solvers.plugins import load_plugin_file
     for p in args.plugin:
         load_plugin_file(p)
-    if args.what in (None, "solvers"):
-        print("solvers:")
-        for name, summary in list_solvers().items():
-            print(f"  {name:<16} {summary}")
-    if args.what in (None, "models"):
-        print("models:")
-        for name, summary in list_models().items():
-            print(f"  {name:<16} {summary}")
-        print(f"  {'hf:<repo|dir>':<16} a diffusers UNet2DModel checkpoint (needs the 'hub' extra)")
+    solvers, models = list_solvers(), {**list_models(),
+                                       "hf:<repo|dir>": "a diffusers UNet2DModel checkpoint (needs the 'hub' extra)"}
+    width = max(map(len, [*solvers, *models]))
+    for what, entries in (("solvers", solvers), ("models", models)):
+        if args.what in (None, what):
+            print(f"{what}:")
+            for name, summary in entries.items():
+                print(f"  {name:<{width}} {summary}")
     return 0
 
 

@@ -19,6 +19,7 @@ def reference_solution(model, x_T, y, guidance, t_end, rtol, cache_dir: Path | N
         if path.is_file():
             return torch.load(path, map_location="cpu")
     solver = get_solver(f"ode-dopri5:rtol={rtol},atol={rtol}")
+    model = getattr(model, "ode_model", model)   # a flow map's trajectories are those of the ODE it solves
     sched = model.schedule
     # a grid ending on the data point (sigma = 0) integrates to t_min, then takes the x0 jump there
     ends = [sched.T, float(t_end)] if float(t_end) > 0 else [sched.T, sched.t_min, 0.0]

@@ -67,6 +67,9 @@ def plan(spec: RunSpec) -> tuple[list[Cell], list[str]]:
     for s in solvers:
         if all(n < s.min_nfe for n in spec.nfe):
             raise SpecError(f"NFE {max(spec.nfe)} is below the minimum for solver '{s.spec}': {s.min_nfe}")
+        fixed = getattr(s, "fixed_nfe", None)
+        if fixed is not None and fixed not in spec.nfe:
+            raise SpecError(f"solver '{s.spec}' spends exactly {fixed} NFE; add {fixed} to --nfe")
     for m in models:
         conditional = _is_conditional(m)
         for g in spec.guidance:
@@ -79,6 +82,9 @@ def plan(spec: RunSpec) -> tuple[list[Cell], list[str]]:
                         if spec.below_min_nfe == "error":
                             raise SpecError(f"NFE {n} is below the minimum for solver '{s.spec}': {s.min_nfe}")
                         notes.append(f"{s.spec} NFE {n} skipped (min_nfe {s.min_nfe})")
+                        continue
+                    if getattr(s, "fixed_nfe", None) not in (None, n):
+                        notes.append(f"{s.spec} NFE {n} skipped (it spends exactly {s.fixed_nfe})")
                         continue
                     for seed in spec.seeds:
                         cells.append(Cell(m, s.spec, n, g, seed, spec.samples))

@@ -3,7 +3,8 @@
 It converts any prediction type (eps, x0, v) to x0(x, t) and eps(x, t), applies classifier-free guidance
 (one guided evaluation counts as ONE NFE, as in the DPM-Solver and DC-Solver papers; the conditional and
 unconditional passes are batched) and counts every evaluation. Spending past `budget` raises
-NFEBudgetExceeded before the network is called.
+NFEBudgetExceeded before the network is called. A trajectory model (CTM's two-time network) also offers
+`flow_map(x, t, s)`, one NFE too.
 """
 from __future__ import annotations
 
@@ -39,6 +40,12 @@ def gaussian_like(x: torch.Tensor, generator=None) -> torch.Tensor:
     return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=dev).to(x.device)
 
 
+def _per_sample(t, x: torch.Tensor) -> torch.Tensor:
+    """A time (scalar or (N,)) as a float64 (N,) tensor on x's device."""
+    t = as_t(t).to(x.device)
+    return t.expand(x.shape[0]) if t.dim() == 0 else t
+
+
 class Denoiser:
     def __init__(self, model, y=None, guidance: float = 1.0, budget: int | None = None):
         self.model = model
@@ -71,20 +78,25 @@ class Denoiser:
             return (a * out + s * x) / (a * a + s * s)  # VP: alpha^2 + sigma^2 = 1; VE/EDM: it is not
         raise ValueError(f"unknown prediction type {kind!r}")
 
+    def _labels(self, n: int, device):
+        y = self.y
+        if y is not None:
+            y = y.to(device)
+            if y.dim() == 0:  # one label for the whole batch
+                y = y.expand(n)
+        return y
+
     def predict(self, x: torch.Tensor, t) -> Prediction:
         """One network evaluation (1 NFE) at time t (scalar or per-sample (N,) tensor)."""
         self._count()
         n = x.shape[0]
-        t = as_t(t).to(x.device)
-        t_vec = t.expand(n) if t.dim() == 0 else t
+        t_vec = _per_sample(t, x)
         a = bcast(self.schedule.alpha(t_vec), x)
         s = bcast(self.schedule.sigma(t_vec), x)
-        y = self.y
-        if y is not None:
-            y = y.to(x.device)
-            if y.dim() == 0:  # one label for the whole batch
-                y = y.expand(n)
-        if self.guidance == 1.0:
+        y = self._labels(n, x.device)
+        if getattr(self.model, "applies_guidance", False):   # guidance is inside the model (an exact flow map)
+            eps = self._eps_of(self.model.forward(x, t_vec, y, guidance=self.guidance), x, a, s)
+        elif self.guidance == 1.0:
             eps = self._eps_of(self.model.forward(x, t_vec, y), x, a, s)
         else:
             null = torch.full_like(y, self.model.num_classes)
@@ -95,6 +107,19 @@ class Denoiser:
             eps = e_u + self.guidance * (e_c - e_u)
         x0 = (x - s * eps) / a
         return Prediction(x0=x0, eps=eps)
+
+    @property
+    def has_flow_map(self) -> bool:
+        return hasattr(self.model, "flow_map")
+
+    def flow_map(self, x: torch.Tensor, t, s) -> torch.Tensor:
+        """x_s = G(x_t, t, s), one evaluation (1 NFE) of a trajectory model's two-time network (CTM). Guidance is
+        the model's to apply: a jump is not a linear combination of a conditional and an unconditional one."""
+        if not self.has_flow_map:
+            raise ValueError(f"model '{getattr(self.model, 'name', '?')}' has no flow map G(x, t, s)")
+        self._count()
+        y = self._labels(x.shape[0], x.device)
+        return self.model.flow_map(x, _per_sample(t, x), _per_sample(s, x), y, self.guidance)
 
     def x0(self, x, t) -> torch.Tensor:
         return self.predict(x, t).x0

@@ -54,3 +54,40 @@ def test_consistency_grid_is_diffusers_set_timesteps():
     assert [round(float(s), 4) for s in consistency_grid(_Karras, 3)] == [80.0, 9.7232, 0.47, 0.002]
     with pytest.raises(SpecError, match="NFE 41 exceeds"):
         consistency_grid(_Karras, 41)
+
+
+@pytest.mark.parametrize("ts,n_idx,mid", [("0/22/39", 40, 1.3824), ("0/106/200", 201, 1.9128),
+                                          ("0/17/39", 40, 4.3656), ("0/11/17", 18, 0.5853)])
+def test_tuned_index_lists_give_the_published_sigmas(ts, n_idx, mid):
+    """Spec 3.2's table: the launch scripts' index lists and the sigma each reaches after the first step."""
+    solver = get_solver(f"cm-multistep:ts={ts},N={n_idx}")
+    grid = solver.grid_for(_Karras, 2)
+    assert [round(float(s), 4) for s in grid] == [80.0, mid, 0.002]
+    assert solver.fixed_nfe == 2
+
+
+def test_index_list_errors():
+    with pytest.raises(SpecError, match="not an increasing '/'-separated index list from 0 to 39"):
+        get_solver("cm-multistep:ts=0/22/38").grid_for(_Karras, 2)
+    with pytest.raises(SpecError, match="give N= too"):
+        get_solver("cm-multistep:ts=0/22/39").grid_for(models.load_model("gmm2d:schedule=ve").schedule, 2)
+    with pytest.raises(SpecError, match="spends 2 NFE; asked for NFE 3"):
+        get_solver("cm-multistep:ts=0/22/39").grid_for(_Karras, 3)
+    with pytest.raises(SpecError, match="give ts= or grid=, not both"):
+        get_solver("cm-multistep:ts=0/39,grid=karras")
+    with pytest.raises(SpecError, match="give ts= too"):
+        get_solver("cm-multistep:N=40")
+
+
+def test_runner_skips_the_nfe_an_index_list_does_not_spend(tmp_path, capsys):
+    import pandas as pd
+    from bench.cli import main
+    out = tmp_path / "run"
+    assert main(["run", "--models", "gmm2d:schedule=ve", "--solvers", "cm-multistep:ts=0/22/39,N=40,ddim",
+                 "--nfe", "2,3", "--samples", "64", "--out", str(out), "-q", "--no-plots"]) == 0
+    df = pd.read_csv(out / "results.csv")
+    assert sorted(zip(df.solver, df.nfe)) == [("cm-multistep:ts=0/22/39,N=40", 2), ("ddim", 2), ("ddim", 3)]
+    rc = main(["run", "--models", "gmm2d:schedule=ve", "--solvers", "cm-multistep:ts=0/22/39,N=40",
+               "--nfe", "3", "--out", str(tmp_path / "r2"), "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1].endswith("spends exactly 2 NFE; add 2 to --nfe")

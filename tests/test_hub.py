@@ -431,6 +431,27 @@ def test_cm_multistep_matches_the_diffusers_scheduler(cm_dir, nfe):
     torch.testing.assert_close(mine, x, atol=1e-4, rtol=1e-4)
 
 
+def test_cm_multistep_tuned_indices_match_diffusers_custom_timesteps(cm_dir):
+    """The CM repo's ts=0,22,39 (cd_imagenet64) is diffusers' set_timesteps(timesteps=[22, 0]): sigma 80 -> 1.3824."""
+    from diffusers import CMStochasticIterativeScheduler, UNet2DModel
+    sched = CMStochasticIterativeScheduler.from_pretrained(str(cm_dir), subfolder="scheduler")
+    unet = UNet2DModel.from_pretrained(str(cm_dir), subfolder="unet")
+    sched.set_timesteps(timesteps=[22, 0])
+    x_T = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(2)) * sched.init_noise_sigma
+    x, g = x_T.clone(), torch.Generator().manual_seed(8)
+    with torch.no_grad():
+        for t in sched.timesteps:
+            x = sched.step(unet(sched.scale_model_input(x, t), t).sample, t, x, generator=g).prev_sample
+    model = load_model(f"hf:{cm_dir}")
+    solver = get_solver("cm-multistep:ts=0/22/39")
+    grid = solver.grid_for(model.schedule, 2)
+    torch.testing.assert_close(grid.float(), sched.sigmas, atol=0, rtol=1e-6)
+    assert round(float(grid[1]), 4) == 1.3824
+    with torch.no_grad():
+        mine = solver.sample(Denoiser(model, budget=2), x_T, grid, generator=torch.Generator().manual_seed(8))
+    torch.testing.assert_close(mine, x, atol=1e-4, rtol=1e-4)
+
+
 def test_cm_multistep_runs_from_the_cli(tmp_path, cm_dir, inception_weights):
     out = tmp_path / "run"
     rc = bench.cli.main(["run", "--models", f"hf:{cm_dir}", "--solvers", "cm-multistep,ddim", "--nfe", "1,2",

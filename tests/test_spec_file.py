@@ -33,7 +33,7 @@ def test_unknown_key_and_bad_toml(tmp_path):
 
 def test_shipped_suites_parse():
     from bench.cli import _suite_path
-    for name in ("quick", "standard", "time-shift-momentum"):
+    for name in ("quick", "standard", "time-shift-momentum", "consistency"):
         spec = RunSpec.from_toml(_suite_path(name))
         assert spec.models and spec.solvers and spec.nfe
 
@@ -49,9 +49,19 @@ def test_standard_suite_covers_the_registry_and_embedded_models():
     fixed_budget = {n for n in shipped if not get_solver(n).adaptive
                     and not getattr(get_solver(n), "consistency_sampler", False)}  # no embedded consistency model
     assert set(spec.solvers) == fixed_budget
-    assert set(spec.models) == {m for m in list_models() if not m.startswith("hf:")}
+    assert set(spec.models) == {m for m in list_models() if not m.startswith("hf:") and not m.endswith("-flow")}
     assert min(spec.nfe) == 3 and max(spec.nfe) == 50
     assert 1.0 in spec.guidance and max(spec.guidance) >= 4 and len(spec.seeds) == 3
+
+
+def test_consistency_suite_covers_the_flow_maps():
+    """`consistency` = ctm-gamma at gamma 0, 0.5, 1 on every exact flow map (the trajectory models)."""
+    from bench.cli import _suite_path
+    from models import list_models, model_options
+    spec = RunSpec.from_toml(_suite_path("consistency"))
+    assert {model_options(m)[0] for m in spec.models} == {m for m in list_models() if m.endswith("-flow")}
+    assert {s.split(":")[0] for s in spec.solvers} == {"ctm-gamma"}
+    assert min(spec.nfe) == 1 and len(spec.seeds) >= 2
 
 
 def test_kid_subsets_from_file_and_flags(tmp_path):
