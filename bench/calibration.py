@@ -29,6 +29,14 @@ def calibration_key(model: str, solver: str, nfe: int, guidance: float, dtype: s
     return f"{model}|{solver}|nfe={nfe}|g={guidance:g}|{dtype}"
 
 
+def guarded_ratios(entry: dict, guard: bool) -> list[float]:
+    """The entry's ratios; with `guard`, ratios 1 (the base solver) unless the search lowered the final error
+    on its own noises (a DC solver option, not the reference's behaviour)."""
+    if guard and not entry["final_mse_calibrated"] < entry["final_mse_ratio_1"]:
+        return [1.0] * len(entry["ratios"])
+    return entry["ratios"]
+
+
 def exact_states(model, x_T, y, guidance, grid, rtol: float) -> list[torch.Tensor]:
     """The PF-ODE solution from x_T at grid[1:], float64 dopri5 (rtol = atol); a last point with sigma = 0 is
     the data prediction at t_min of the exact state there (the convention of the solvers' final jump)."""

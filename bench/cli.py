@@ -232,7 +232,8 @@ def cmd_calibrate(args) -> int:
         seen.add((c.model, c.solver, c.nfe, c.guidance))
         model, solver = runner.model(c.model), get_solver(c.solver)
         runner.calibrated_ratios(c, model, solver, solver.grid_for(model.schedule, c.nfe))
-        e = runner.calibration.get(calibration_key(c.model, solver.spec, c.nfe, c.guidance, spec.dtype))
+        searched_as = getattr(solver, "calibration_spec", solver.spec)
+        e = runner.calibration.get(calibration_key(c.model, searched_as, c.nfe, c.guidance, spec.dtype))
         print(f"| {c.model} | {c.solver} | {c.nfe} | {c.guidance:g} | {', '.join(f'{r:.3f}' for r in e['ratios'])} "
               f"| {e['search_nfe']} | {e['final_mse_ratio_1']:.3g} -> {e['final_mse_calibrated']:.3g} |")
     print(f"wrote {runner.calibration.path}; use it with: nfebench run ... --calibration {runner.calibration.path}",

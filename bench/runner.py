@@ -17,7 +17,8 @@ from models import load_model, model_options
 from solvers import Denoiser, SpecError, get_solver
 from solvers.plugins import load_plugin_file
 
-from .calibration import CALIBRATION_NOISES, CALIBRATION_SEED, CalibrationFile, calibrate, calibration_key
+from .calibration import (CALIBRATION_NOISES, CALIBRATION_SEED, CalibrationFile, calibrate, calibration_key,
+                          guarded_ratios)
 from .metrics import data_space_metrics, finite_mask, traj_rmse
 from .nfe_changes import cell_features, reference_moments, save_cell_features, save_reference
 from .reference import reference_solution
@@ -216,17 +217,18 @@ class Runner:
     def calibrated_ratios(self, cell: Cell, model, solver, grid) -> list[float]:
         """A DC solver's ratios for this cell's (model, NFE, guidance): from the calibration file, else searched
         now on the calibration noises and added to it (the search's NFE are recorded there, not in the cell)."""
-        key = calibration_key(cell.model, solver.spec, cell.nfe, cell.guidance, self.spec.dtype)
+        searched_as = getattr(solver, "calibration_spec", solver.spec)   # guard=true shares the search
+        key = calibration_key(cell.model, searched_as, cell.nfe, cell.guidance, self.spec.dtype)
         entry = self.calibration.get(key)
         if entry is None:
-            self.log(f"calibrating {solver.spec} for {cell.model} NFE={cell.nfe} g={cell.guidance:g} "
+            self.log(f"calibrating {searched_as} for {cell.model} NFE={cell.nfe} g={cell.guidance:g} "
                      f"({CALIBRATION_NOISES} noises) -> {self.calibration.path}")
             x_T = initial_noise(model, CALIBRATION_SEED, CALIBRATION_NOISES, self.dtype).to(self.spec.device)
             y = class_labels(model, CALIBRATION_NOISES)
             entry = calibrate(model, solver, grid, x_T, None if y is None else y.to(self.spec.device),
                               cell.guidance, rtol=self.spec.reference_rtol)
             self.calibration.put(key, entry)
-        return entry["ratios"]
+        return guarded_ratios(entry, getattr(solver, "guard", False))
 
     def fid_features(self, model, cell, x, ok):
         """(sample indices, FID features) of the finite samples, for paired FID-change intervals; None for

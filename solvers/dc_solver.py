@@ -12,7 +12,9 @@ The ratios are learned offline for one (model, NFE, guidance, grid) by `search_r
 greedy): at each step, AdamW from rho = 1 on the MSE between the state after the whole step (compensation,
 predictor, evaluation, corrector) and the exact ODE solution there, over a few noises; the final value is kept.
 The solver itself only applies ratios it is given (`with_ratios`), or a constant `ratio` (the paper's
-ablation baseline); the harness runs the search and stores it (`nfebench calibrate`).
+ablation baseline); the harness runs the search and stores it (`nfebench calibrate`). `guard=true` (not in the
+reference) asks the harness to fall back to ratios 1 (the base solver) when the searched ratios did not lower
+the final error on the search's own noises; the search is the same one, shared with the unguarded solver.
 """
 from __future__ import annotations
 
@@ -54,6 +56,17 @@ class DynamicCompensation:
 
     needs_ratios = True   # the harness calibrates them (bench/calibration.py) unless `ratio` is given
     ratios = None         # one per step, rho_1..rho_M
+
+    def check(self):
+        super().check()
+        if self.guard and self.ratio is not None:
+            raise SpecError(f"solver '{self.name}': guard= applies to calibrated ratios, not to a constant ratio=")
+
+    @property
+    def calibration_spec(self) -> str:
+        """The spec its ratios are searched and stored under: `guard` only chooses among them afterwards."""
+        kept = {k: v for k, v in self.given.items() if k != "guard"}
+        return type(self)(**kept).spec
 
     def with_ratios(self, ratios) -> "DynamicCompensation":
         solver = copy.copy(self)
@@ -124,7 +137,7 @@ class UniPCDC(DynamicCompensation, UniPC):
     so DC also acts at order 2, as in the reference's diffusers port).
     """
 
-    defaults = {**UniPC.defaults, "ratio": None}
+    defaults = {**UniPC.defaults, "ratio": None, "guard": False}
 
 
 @register_solver("dpmpp-2m+dc")
@@ -136,5 +149,5 @@ class DPMpp2MDC(DynamicCompensation, UniPC):
     """
 
     order, variant, corrector, final_threshold = 2, "bh2", False, 15
-    defaults = {"lower_order_final": True, "ratio": None}
+    defaults = {"lower_order_final": True, "ratio": None, "guard": False}
     choices = {}

@@ -186,3 +186,11 @@ def test_cli_run_on_a_flow_map(tmp_path):
     det = df[df.solver == "ctm-gamma"]
     assert (det.traj_rmse < 1e-3).all()
     assert (df[df.solver != "ctm-gamma"].query("nfe == 2").traj_rmse > 0.1).all()   # stochastic: other endpoints
+
+
+def test_digits_flow_network_dtype_option():
+    """The state is float64 either way; dtype= picks the network's precision."""
+    flow = models.load_model("digits-flow:dtype=float32", dtype=F64)
+    assert flow.base.net.inp.weight.dtype == torch.float32 and flow.ode_model is flow.base
+    with pytest.raises(SpecError, match="dtype=float16"):
+        models.load_model("digits-flow:dtype=float16")

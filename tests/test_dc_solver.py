@@ -190,3 +190,33 @@ def test_calibrate_command(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("nfebench: error: no solver to calibrate in ddim, unipc+dc:ratio=1.1")
     assert len(err.splitlines()) == 1
+
+
+def test_guard_falls_back_to_the_base_only_when_the_search_did_not_help():
+    from bench.calibration import guarded_ratios
+    helped = {"ratios": [1.0, 1.0, 1.3], "final_mse_ratio_1": 2e-3, "final_mse_calibrated": 1e-3}
+    hurt = {"ratios": [1.0, 1.0, 1.3], "final_mse_ratio_1": 1e-3, "final_mse_calibrated": 2e-3}
+    assert guarded_ratios(helped, True) == guarded_ratios(helped, False) == [1.0, 1.0, 1.3]
+    assert guarded_ratios(hurt, True) == [1.0, 1.0, 1.0] and guarded_ratios(hurt, False) == [1.0, 1.0, 1.3]
+    assert get_solver("unipc+dc:order=2,guard=true").calibration_spec == "unipc+dc:order=2"
+    with pytest.raises(SpecError, match="guard= applies to calibrated ratios"):
+        get_solver("dpmpp-2m+dc:ratio=1.1,guard=true")
+
+
+def test_guarded_solver_shares_the_search_and_samples_as_the_base_when_it_hurt(tmp_path, gmm):
+    """One search serves both; where it raised its own final error the guarded cell equals dpmpp-2m exactly."""
+    spec = RunSpec(models=["gmm2d"], solvers=["dpmpp-2m+dc", "dpmpp-2m+dc:guard=true", "dpmpp-2m"],
+                   nfe=[5, 20], samples=64, metrics=["traj_rmse"], dtype="float64")
+    logs = []
+    out = Runner(spec, tmp_path / "a", log=logs.append).run()
+    assert not out["failed"] and sum("calibrating" in m for m in logs) == 2
+    cal = json.loads((tmp_path / "a" / "calibration.json").read_text())
+    res = out["results"].set_index(["solver", "nfe"])["traj_rmse"]
+    helped = {}
+    for n in (5, 20):
+        e = cal[calibration_key("gmm2d", "dpmpp-2m+dc", n, 1.0, "float64")]
+        helped[n] = e["final_mse_calibrated"] < e["final_mse_ratio_1"]
+        same_as = "dpmpp-2m+dc" if helped[n] else "dpmpp-2m"
+        assert res[("dpmpp-2m+dc:guard=true", n)] == res[(same_as, n)]
+    # both branches are exercised (seen: NFE 5 final MSE 0.178 -> 0.093, NFE 20 4.8e-4 -> 6.0e-4)
+    assert helped == {5: True, 20: False}
