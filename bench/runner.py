@@ -72,10 +72,10 @@ def plan(spec: RunSpec) -> tuple[list[Cell], list[str]]:
         if fixed is not None and fixed not in spec.nfe:
             raise SpecError(f"solver '{s.spec}' spends exactly {fixed} NFE; add {fixed} to --nfe")
     for m in models:
-        conditional = _is_conditional(m)
+        guidance_skip = _guidance_skip(m)
         for g in spec.guidance:
-            if g != 1 and not conditional:
-                notes.append(f"{m} is unconditional: guidance {g:g} skipped")
+            if g != 1 and guidance_skip:
+                notes.append(f"{m} {guidance_skip}: guidance {g:g} skipped")
                 continue
             for s in solvers:
                 for n in spec.nfe:
@@ -92,13 +92,17 @@ def plan(spec: RunSpec) -> tuple[list[Cell], list[str]]:
     return cells, sorted(set(notes))
 
 
-_CONDITIONAL: dict[str, bool] = {}
+_GUIDANCE_SKIP: dict[str, str] = {}
 
 
-def _is_conditional(model_spec: str) -> bool:
-    if model_spec not in _CONDITIONAL:
-        _CONDITIONAL[model_spec] = load_model(model_spec).num_classes is not None
-    return _CONDITIONAL[model_spec]
+def _guidance_skip(model_spec: str) -> str:
+    """Why guidance != 1 does not apply to a model ('' when it does)."""
+    if model_spec not in _GUIDANCE_SKIP:
+        model = load_model(model_spec)
+        _GUIDANCE_SKIP[model_spec] = ("is unconditional" if model.num_classes is None else
+                                      "is a consistency model (one guidance scale)"
+                                      if not getattr(model, "guidable", True) else "")
+    return _GUIDANCE_SKIP[model_spec]
 
 
 NOISE_BLOCK = 1024

@@ -17,6 +17,8 @@ class DiffusionModel:
     num_classes: None when unconditional; class label `num_classes` is the null label (classifier-free guidance)
     reference: the data its samples are scored against (see `Reference`)
     feature_extractor: name of the torch-fidelity feature extractor used for its FID ('data' = the raw data space)
+    guidable:  False where classifier-free guidance does not apply although labels do (a consistency model
+               distils one guidance scale): runs skip guidance != 1 for it
     """
 
     name = "?"
@@ -25,6 +27,7 @@ class DiffusionModel:
     shape: tuple = ()
     num_classes: int | None = None
     feature_extractor = "data"
+    guidable = True
     dtype = torch.float32
     device = "cpu"
 

@@ -78,7 +78,28 @@ class DigitsEpsNet(nn.Module):
         return self.out(F.silu(self.norm(h))).reshape(x.shape[0], *SHAPE)
 
 
-class Digits(DiffusionModel):
+class NetModel(DiffusionModel):
+    """A model around one torch network `self.net` (class-conditional digits): device and dtype follow the model's."""
+
+    def to(self, device):
+        self.device = device
+        self.net.to(device=device, dtype=self.dtype)
+        return self
+
+    def net_inputs(self, x, t, y):
+        """(x, t, y) on the network's device: x in the model's dtype, t a float64 (N,), y labels (None: null)."""
+        if next(self.net.parameters()).dtype != self.dtype:   # dtype set after .to(): follow it
+            self.net.to(dtype=self.dtype)
+        dev = next(self.net.parameters()).device
+        n = x.shape[0]
+        t = torch.as_tensor(t, dtype=torch.float64)
+        t = (t.expand(n) if t.dim() == 0 else t).to(dev)
+        y = torch.full((n,), NUM_CLASSES, dtype=torch.long, device=dev) if y is None else \
+            torch.as_tensor(y, dtype=torch.long).to(dev)
+        return x.to(device=dev, dtype=self.dtype), t, y
+
+
+class Digits(NetModel):
     shape = SHAPE
     num_classes = NUM_CLASSES
     prediction = "eps"
@@ -93,24 +114,10 @@ class Digits(DiffusionModel):
         self.net.load_state_dict(state)
         self.net.requires_grad_(False).eval()
 
-    def to(self, device):
-        self.device = device
-        self.net.to(device=device, dtype=self.dtype)
-        return self
-
     def forward(self, x, t, y=None):
-        if self.net.inp.weight.dtype != self.dtype:   # dtype set after .to(): follow it
-            self.net.to(dtype=self.dtype)
-        dev = self.net.inp.weight.device
-        n = x.shape[0]
-        t = torch.as_tensor(t, dtype=torch.float64)
-        step = self.schedule.model_time(t.expand(n) if t.dim() == 0 else t).to(dev)
-        if y is None:
-            y = torch.full((n,), NUM_CLASSES, dtype=torch.long, device=dev)
-        else:
-            y = torch.as_tensor(y, dtype=torch.long).to(dev)
+        xn, t, y = self.net_inputs(x, t, y)
         with torch.no_grad():
-            out = self.net(x.to(dev), step, y)
+            out = self.net(xn, self.schedule.model_time(t), y)
         return out.to(device=x.device, dtype=x.dtype)
 
     @property

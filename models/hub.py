@@ -31,6 +31,7 @@ from solvers.denoiser import bcast
 from solvers.schedules import VE, VPDiscrete
 
 from .base import DiffusionModel, Reference
+from .consistency_scalings import boundary_scalings
 
 F64 = torch.float64
 INSTALL_HINT = "install the 'hub' extra: pip install -e '.[hub]'"
@@ -166,6 +167,8 @@ class HubConsistencyModel(HubUNet):
     so prediction = x0. The schedule carries the scheduler's Karras index grid (N = num_train_timesteps, rho) for
     cm-multistep's timesteps."""
 
+    guidable = False
+
     def _set_schedule(self, cfg: dict):
         try:
             self.sigma_data = float(cfg.get("sigma_data", 0.5))
@@ -180,9 +183,8 @@ class HubConsistencyModel(HubUNet):
 
     def forward(self, x, t, y=None):
         sigma = _per_sample(t, x.shape[0]).to(x.device)
-        smin, sd = self.schedule.t_min, self.sigma_data
-        c_skip = sd ** 2 / ((sigma - smin) ** 2 + sd ** 2)
-        c_out = (sigma - smin) * sd / torch.sqrt(sigma ** 2 + sd ** 2)
+        sd = self.sigma_data
+        c_skip, c_out = boundary_scalings(sigma, self.schedule.t_min, sd)
         c_in = 1 / torch.sqrt(sigma ** 2 + sd ** 2)
         steps = (250.0 * torch.log(sigma + 1e-44)).to(device=self.device, dtype=torch.float32)
         out = self._net(bcast(c_in, x) * x, steps, y)

@@ -61,7 +61,7 @@ class ConsistencyMultistep(Solver):
     order = 1
     stochastic = True
     default_grid = "karras"
-    consistency_sampler = True   # meant for consistency models (none is embedded: the standard suite leaves it out)
+    consistency_sampler = True   # meant for consistency models (suite digits-cd; the standard suite leaves it out)
     defaults = {"ts": "", "N": 0}
 
     def check(self):
@@ -122,7 +122,7 @@ class CTMGamma(Solver):
     order = 1
     default_grid = "karras"
     defaults = {"gamma": 0.0}
-    consistency_sampler = True   # meant for trajectory models (none is in the standard suite)
+    consistency_sampler = True   # meant for trajectory/consistency models (suites consistency, digits-cd)
 
     def check(self):
         if not 0.0 <= self.gamma <= 1.0:

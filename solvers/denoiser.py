@@ -58,6 +58,9 @@ class Denoiser:
         self.y = y
         if self.guidance != 1.0 and (getattr(model, "num_classes", None) is None or y is None):
             raise ValueError("classifier-free guidance != 1 needs a class-conditional model and labels y")
+        if self.guidance != 1.0 and not getattr(model, "guidable", True):
+            raise ValueError(f"model '{getattr(model, 'name', '?')}' distils one guidance scale (a consistency "
+                             "model): guidance != 1 does not apply to it")
 
     @property
     def remaining(self) -> int | None:

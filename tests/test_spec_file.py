@@ -33,23 +33,25 @@ def test_unknown_key_and_bad_toml(tmp_path):
 
 def test_shipped_suites_parse():
     from bench.cli import _suite_path
-    for name in ("quick", "standard", "time-shift-momentum", "consistency"):
+    for name in ("quick", "standard", "time-shift-momentum", "consistency", "ctm-digits-flow", "digits-cd"):
         spec = RunSpec.from_toml(_suite_path(name))
         assert spec.models and spec.solvers and spec.nfe
 
 
 def test_standard_suite_covers_the_registry_and_embedded_models():
     """`standard` = every fixed-budget solver on every embedded model, NFE 3..50, guidance 1 and a high value
-    (consistency samplers excepted: no embedded model is a consistency model)."""
+    (consistency samplers and the consistency model digits-cd excepted: suite digits-cd pairs them)."""
     from bench.cli import _suite_path
     from models import list_models
     from solvers import get_solver, list_solvers
     spec = RunSpec.from_toml(_suite_path("standard"))
     shipped = {n for n in list_solvers() if type(get_solver(n)).__module__.startswith("solvers.")}  # no plugins
     fixed_budget = {n for n in shipped if not get_solver(n).adaptive
-                    and not getattr(get_solver(n), "consistency_sampler", False)}  # no embedded consistency model
+                    and not getattr(get_solver(n), "consistency_sampler", False)}
     assert {s.split(":")[0] for s in spec.solvers} == fixed_budget   # plus option variants (DC's guard=true)
-    assert set(spec.models) == {m for m in list_models() if not m.startswith("hf:") and not m.endswith("-flow")}
+    consistency_models = {"digits-cd"}          # run by the consistency samplers only (suite digits-cd)
+    assert set(spec.models) == {m for m in list_models() if not m.startswith("hf:") and not m.endswith("-flow")
+                                and m not in consistency_models}
     assert min(spec.nfe) == 3 and max(spec.nfe) == 50
     assert 1.0 in spec.guidance and max(spec.guidance) >= 4 and len(spec.seeds) == 3
 
@@ -62,6 +64,16 @@ def test_consistency_suite_covers_the_flow_maps():
     assert {model_options(m)[0] for m in spec.models} == {m for m in list_models() if m.endswith("-flow")}
     assert {s.split(":")[0] for s in spec.solvers} == {"ctm-gamma"}
     assert min(spec.nfe) == 1 and len(spec.seeds) >= 2
+
+
+def test_digits_cd_suite_runs_the_consistency_samplers():
+    from bench.cli import _suite_path
+    from solvers import get_solver, list_solvers
+    spec = RunSpec.from_toml(_suite_path("digits-cd"))
+    assert spec.models == ["digits-cd"]
+    assert {s.split(":")[0] for s in spec.solvers} == {n for n in list_solvers()
+                                                      if getattr(get_solver(n), "consistency_sampler", False)}
+    assert min(spec.nfe) == 1 and max(spec.nfe) == 17 and len(spec.seeds) == 3   # N = 18: at most 17 steps
 
 
 def test_kid_subsets_from_file_and_flags(tmp_path):
