@@ -7,8 +7,11 @@ settings are the reference LDM port's: 40 AdamW iterations a step, lr 0.1, 10 no
 """
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -93,6 +96,18 @@ class CalibrationFile:
 
     def get(self, key: str) -> dict | None:
         return self.read().get(key)
+
+    @contextmanager
+    def locked(self):
+        """Hold the file's lock (an flock on <file>.lock, dropped by the kernel if the holder dies): processes
+        sharing it search a missing entry once and never lose each other's entries."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield self
+        finally:
+            os.close(fd)
 
     def put(self, key: str, entry: dict):
         data = self.read()

@@ -13,6 +13,34 @@ class UsageError(Exception):
     pass
 
 
+class RunStopped(Exception):
+    """The grid stopped on a file system error (a full disk): one line, exit status 1, finished cells kept."""
+
+
+# Flags that keep `nfebench run` (no spec) the quick suite: where and how it runs and what it writes besides
+# its cells. Any other flag without a spec is a flag-only run from the neutral RunSpec defaults.
+SUITE_SETTINGS = ("device", "batch_size", "out", "ratios", "fid_changes", "calibration", "memory_limit_gb")
+SPEC_FLAGS = ("models", "solvers", "nfe", "guidance", "seeds", "samples", "batch_size", "metrics", "device", "dtype",
+              "out", "inception_weights", "fid_stats", "ratios", "fid_changes", "below_min_nfe", "kid_subsets",
+              "reference_rtol", "reference_samples", "calibration", "memory_limit_gb")
+
+
+def _neutral_defaults() -> str:
+    """What a flag-only run starts from: the RunSpec defaults, in words (for --help)."""
+    from dataclasses import MISSING, fields
+
+    from .spec import RunSpec
+    d = {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(RunSpec)
+         if f.name in ("models", "solvers", "nfe", "guidance", "seeds", "samples", "metrics", "reference_samples",
+                       "kid_subsets", "below_min_nfe", "name")}
+    j = lambda v: ",".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v)  # noqa: E731
+    return (f"models {j(d['models'])}, solvers {j(d['solvers'])}, NFE {j(d['nfe'])}, guidance {j(d['guidance'])}, "
+            f"seeds {j(d['seeds'])}, {d['samples']} samples, metrics {j(d['metrics'])}, traj_rmse over "
+            f"{'all samples' if not d['reference_samples'] else d['reference_samples']}, KID over {d['kid_subsets']} "
+            f"subsets, below-min-nfe {d['below_min_nfe']}; such a run writes to --out, else to a new runs/{d['name']} "
+            f"(runs/{d['name']}-2, -3, ... when that holds another run; the same command again resumes its own)")
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit status 2, no usage dump
         raise UsageError(message)
@@ -30,7 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("what", nargs="?", choices=["solvers", "models"], default=None)
     ls.add_argument("--plugin", action="append", default=[], help="load solvers from a Python file")
 
-    run = sub.add_parser("run", help="run a benchmark grid (default: the quick suite)")
+    run = sub.add_parser("run", help="run a benchmark grid (default: the quick suite)", description=(
+        "Run a benchmark grid. With no spec and no flags (or only " + ", ".join(
+            "--" + k.replace("_", "-") for k in SUITE_SETTINGS) + ") it runs the quick suite into results/quick. "
+        "Flags without a spec (--models, --solvers, --nfe, --plugin, ...) do not inherit the quick suite: they start "
+        "from neutral defaults, " + _neutral_defaults() + ". A spec file's keys are the defaults its flags override."))
     run.add_argument("spec", nargs="?", help="a TOML spec file or a shipped suite name (quick, standard)")
     run.add_argument("--models")
     run.add_argument("--solvers")
@@ -55,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--reference-samples", dest="reference_samples", type=int,
                      help="traj_rmse over the first N samples of a cell (0: all)")
     run.add_argument("--calibration", help="DC-Solver ratios file to read and extend (default RUN/calibration.json)")
+    run.add_argument("--memory-limit-gb", dest="memory_limit_gb", type=float,
+                     help="refuse cells estimated to need more memory (default: half the machine's; 0: no check)")
+    run.add_argument("--replace", action="store_true",
+                     help="move cells of the run directory made with another setup to RUN/replaced/ and compute "
+                          "this spec's (without it such a rerun is refused)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     run.add_argument("--no-plots", action="store_true")
 
@@ -87,8 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_spec(args):
+    """The spec of `run`/`calibrate`: a spec file or suite with flags over it; no spec and no grid flags: the quick
+    suite (results/quick); grid flags without a spec: the neutral RunSpec defaults, `out` left empty (cmd_run
+    picks a new runs/ directory)."""
     from .spec import RunSpec
-    if args.spec is None:
+    flags = {k: getattr(args, k, None) for k in SPEC_FLAGS}
+    plugins = list(getattr(args, "plugin", None) or [])
+    if args.spec is None and (plugins or any(v is not None for k, v in flags.items() if k not in SUITE_SETTINGS)):
+        spec = RunSpec()
+    elif args.spec is None:
         spec = RunSpec.from_toml(_suite_path("quick"))
         spec.out = spec.out if spec.out else "results/quick"
     elif Path(args.spec).suffix == ".toml" or Path(args.spec).exists():
@@ -97,22 +141,64 @@ def resolve_spec(args):
         spec = RunSpec.from_toml(_suite_path(args.spec))
     else:
         raise SpecError(f"spec '{args.spec}' is neither a TOML file nor a shipped suite (quick, standard)")
-    flags = {k: getattr(args, k, None) for k in ("models", "solvers", "nfe", "guidance", "seeds", "samples", "batch_size",
-                                            "metrics", "device", "dtype", "out", "inception_weights", "fid_stats",
-                                            "ratios", "fid_changes", "below_min_nfe", "kid_subsets",
-                                            "reference_rtol", "reference_samples", "calibration")}
-    if args.plugin:
-        flags["plugins"] = list(spec.plugins) + args.plugin
+    if plugins:
+        flags["plugins"] = _unique_files(list(spec.plugins) + plugins)   # a file given twice loads once
     spec.update(flags)
     return spec
 
 
+def _unique_files(paths: list[str]) -> list[str]:
+    seen, out = set(), []
+    for p in paths:
+        try:
+            key = str(Path(p).resolve())
+        except (OSError, ValueError):
+            key = p
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out
+
+
+def _fresh_run_dir(spec) -> str:
+    """A flag-only run's directory: runs/<name>, else runs/<name>-2, -3, ...: the first that does not exist yet
+    or that holds this very spec (so the same command again resumes it). Never results/."""
+    import itertools
+    import json
+
+    def comparable(d: dict) -> dict:
+        d = json.loads(json.dumps(d, default=str))
+        return {k: v for k, v in d.items() if k not in ("out", "memory_limit_gb")}
+
+    want = comparable(spec.to_dict())
+    for i in itertools.count(1):
+        d = Path("runs") / (spec.name if i == 1 else f"{spec.name}-{i}")
+        if not d.exists():
+            return str(d)
+        try:
+            if comparable(json.loads((d / "run.json").read_text())["spec"]) == want:
+                return str(d)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+
+
 def cmd_run(args) -> int:
     from .plots import plot_run
-    from .runner import Runner
+    from .runner import Runner, plan
+    from .spec import check_output_dir, check_output_file
     from .tables import write_tables
 
     spec = resolve_spec(args)
+    fresh = not spec.out
+    if fresh:
+        spec.out = _fresh_run_dir(spec)
+    check_output_dir(spec.out, "--out" if args.out else "run directory")      # before any work
+    if spec.calibration:
+        check_output_file(spec.calibration, "calibration file")
+    cells, notes = plan(spec)
+    if not cells:
+        raise SpecError("nothing to run: the spec plans 0 cells" + (f" ({'; '.join(notes[:3])}"
+                        + ("; ..." if len(notes) > 3 else "") + ")" if notes else ""))
     progress = None
     if not args.quiet and sys.stderr.isatty():
         from functools import partial
@@ -120,25 +206,44 @@ def cmd_run(args) -> int:
         from tqdm import tqdm
         progress = partial(tqdm, unit="cell", dynamic_ncols=True)
     log = (lambda *a: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
-    runner = Runner(spec, spec.out, progress=progress, log=log)
-    summary = runner.run()
-    df = summary["results"]
-    if len(df):
-        write_tables(df, spec.out, spec.ratios, log=log, fid_changes=spec.fid_changes)
-        if not args.no_plots:
-            plot_run(spec.out)
+    if fresh:
+        log(f"note: no spec file: neutral defaults (see nfebench run --help), run directory {spec.out} "
+            "(--out to choose)")
+    runner = Runner(spec, spec.out, progress=progress, log=log, replace=args.replace)
+    try:
+        summary = runner.run()
+        df = summary["results"]
+        if len(df):
+            write_tables(df, spec.out, spec.ratios, log=log, fid_changes=spec.fid_changes)
+            if not args.no_plots:
+                plot_run(spec.out)
+    except OSError as e:   # a full disk, a file system gone read-only: stop the grid, keep the finished cells
+        try:
+            kept = len(list((Path(spec.out) / "cells").glob("*.json")))
+        except OSError:
+            kept = "?"
+        where = e.filename or spec.out
+        raise RunStopped(f"cannot write {where}: {e.strerror or e}; the run stopped, its {kept} finished cell(s) "
+                         f"in {spec.out} are kept: free space (or fix the file system) and rerun the same command "
+                         "to resume") from None
     if not args.quiet:
         from .tables import to_markdown
         if len(df):
             print(to_markdown(df, "fid"))
-        extra = "".join(f", {name}" for name, on in (("ratios.md", spec.ratios), ("fid_changes.md", spec.fid_changes))
-                        if on and (Path(spec.out) / name).is_file())
-        print(f"wrote {spec.out}/results.csv, fid_vs_nfe.md, fid_vs_nfe.tex{extra} and plots", file=sys.stderr)
-        if not spec.fid_changes and (Path(spec.out) / "features").is_dir():
-            print(f"is a change between two NFEs real? nfebench table {spec.out} --changes", file=sys.stderr)
+            extra = "".join(f", {name}" for name, on in (("ratios.md", spec.ratios),
+                                                          ("fid_changes.md", spec.fid_changes))
+                            if on and (Path(spec.out) / name).is_file())
+            plots = "" if args.no_plots else " and plots"
+            print(f"wrote {spec.out}/results.csv, fid_vs_nfe.md, fid_vs_nfe.tex{extra}{plots}", file=sys.stderr)
+            if not spec.fid_changes and (Path(spec.out) / "features").is_dir():
+                print(f"is a change between two NFEs real? nfebench table {spec.out} --changes", file=sys.stderr)
     if summary["failed"]:
-        print(f"nfebench: {len(summary['failed'])} cell(s) failed; rerun the same command to retry them",
-              file=sys.stderr)
+        n = len(summary["failed"])
+        if not len(df):
+            print(f"nfebench: all {n} cell(s) failed, so no tables or plots were written; rerun the same command "
+                  "to retry them", file=sys.stderr)
+        else:
+            print(f"nfebench: {n} cell(s) failed; rerun the same command to retry them", file=sys.stderr)
         return 1
     return 0
 
@@ -177,6 +282,9 @@ def cmd_table(args) -> int:
             raise SpecError(str(e)) from None
     elif args.ratio:
         from . import ratios
+        if ratios.paired_ratios(df, args.ratio, args.metric).empty:
+            raise SpecError(f"no paired cells for {', '.join(args.ratio)}: "
+                            f"{ratios.no_pairs_reason(df, args.ratio, args.metric)}")
         print(ratios.render(df, args.ratio, args.metric, args.format), end="")
     else:
         print(render(df, args.metric, args.format), end="")
@@ -209,8 +317,11 @@ def cmd_calibrate(args) -> int:
 
     from .calibration import calibration_key
     from .runner import Runner, plan
+    from .spec import check_output_file
 
     spec = resolve_spec(args)
+    check_output_file(spec.calibration, "calibration file")
+
     def calibrated(spec_text):
         solver = get_solver(spec_text)
         return getattr(solver, "needs_ratios", False) and getattr(solver, "ratio", None) is None
@@ -253,10 +364,10 @@ def main(argv=None) -> int:
             parser.print_help()
             return 2
         return COMMANDS[args.cmd](args)
-    except (UsageError, SpecError, FileNotFoundError) as e:
+    except (UsageError, SpecError, OSError, RunStopped) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"nfebench: error: {msg}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(e, RunStopped) else 2
     except KeyboardInterrupt:
         print("nfebench: interrupted; finished cells are saved, rerun to resume", file=sys.stderr)
         return 130

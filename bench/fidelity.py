@@ -35,6 +35,8 @@ def _cache_root(cache_dir: Path | None, sha: str) -> Path:
 def _calculate(input1, input2, cache_root: Path, kid: bool, n_min: int, kid_subsets: int = KID_SUBSETS) -> dict:
     import torch_fidelity
 
+    from .safe_load import patch_torch_fidelity
+    patch_torch_fidelity()   # its cache under cache_root is read weights-only; a bad entry is recomputed
     kwargs = dict(input1=input1, input2=input2, feature_extractor="digits-classifier", fid=True, kid=kid,
                   cuda=False, batch_size=1000, save_cpu_ram=True, verbose=False, cache=True,
                   cache_root=str(cache_root), datasets_root=str(cache_root / "datasets"),

@@ -24,6 +24,9 @@ from torch.utils.data import Dataset
 
 from solvers.options import SpecError
 
+from .metrics import kid
+from .metrics import moments as _moments
+
 EXTRACTOR = "inception-v3-compat"
 FEATURE = "2048"
 KID_SUBSETS = 100
@@ -75,8 +78,12 @@ def feature_extractor(inception_weights: str | None, cuda: bool):
     """torch-fidelity's InceptionV3 (pool3 features), from a local weights file when one is given."""
     from torch_fidelity.utils import create_feature_extractor
 
+    from .safe_load import describe, patch_torch_fidelity
+    patch_torch_fidelity()   # the weights file (or torch-fidelity's download) is loaded weights-only
     if inception_weights and not Path(inception_weights).is_file():
-        raise SpecError(f"InceptionV3 weights file not found: {inception_weights}")
+        raise SpecError(f"InceptionV3 weights file not found: {inception_weights}" if not
+                        Path(inception_weights).exists() else f"InceptionV3 weights path {inception_weights} is "
+                        "not a file")
     key = (_weights_tag(inception_weights), cuda)
     if key not in _EXTRACTORS:
         kwargs = {"verbose": False}
@@ -88,8 +95,7 @@ def feature_extractor(inception_weights: str | None, cuda: bool):
             raise
         except Exception as e:
             where = inception_weights or "torch-fidelity's download (pass --inception-weights PATH offline)"
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise SpecError(f"cannot build the InceptionV3 feature extractor from {where}: {msg}") from None
+            raise SpecError(f"cannot build the InceptionV3 feature extractor from {where}: {describe(e)}") from None
     return _EXTRACTORS[key]
 
 
@@ -103,29 +109,32 @@ def features(extractor, images: Dataset, cuda: bool, batch_size: int | None = No
 
 
 def load_fid_stats(path: str) -> tuple[np.ndarray, np.ndarray]:
+    from .runfiles import load_npz
     p = Path(path)
     if not p.is_file():
-        raise SpecError(f"FID statistics file not found: {path}")
+        raise SpecError(f"FID statistics file not found: {path}" if not p.exists() else
+                        f"FID statistics path {path} is not a file")
     try:
-        with np.load(p, allow_pickle=False) as z:
-            if "mu" not in z or "sigma" not in z:
-                raise SpecError(f"FID statistics file {path} needs arrays 'mu' and 'sigma'; it has: "
-                                + ", ".join(z.files))
-            mu, sigma = np.asarray(z["mu"], np.float64), np.asarray(z["sigma"], np.float64)
-    except SpecError:
-        raise
-    except Exception as e:
-        raise SpecError(f"cannot read FID statistics file {path} (expected an .npz with mu, sigma): {e}") from None
+        z = load_npz(p, ("mu", "sigma"))   # allow_pickle=False; a one-line reason (never numpy's pickle advice)
+    except (OSError, ValueError) as e:
+        raise SpecError(f"cannot read FID statistics file {path} (expected an .npz with arrays mu, sigma): {e}") \
+            from None
+    if z["mu"].dtype.kind not in "fiu" or z["sigma"].dtype.kind not in "fiu":
+        raise SpecError(f"FID statistics in {path} are not numeric arrays (mu {z['mu'].dtype}, "
+                        f"sigma {z['sigma'].dtype})")
+    mu, sigma = z["mu"].astype(np.float64), z["sigma"].astype(np.float64)
     d = int(FEATURE)
     if mu.shape != (d,) or sigma.shape != (d, d):
         raise SpecError(f"FID statistics in {path} have mu {mu.shape} and sigma {sigma.shape}; "
                         f"InceptionV3 pool3 needs ({d},) and ({d}, {d})")
+    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        raise SpecError(f"FID statistics in {path} hold non-finite values")
     return mu, sigma
 
 
 def moments(feats) -> tuple[np.ndarray, np.ndarray]:
-    f = np.asarray(feats, dtype=np.float64)
-    return f.mean(0), np.cov(f, rowvar=False)
+    """Mean and covariance of (N, 2048) features in float64, from chunked sums (bench/metrics.py `moments`)."""
+    return _moments(feats)
 
 
 def frechet(mu1, sigma1, mu2, sigma2) -> float:
@@ -152,6 +161,8 @@ def _reference_features(reference: str, extractor, wtag: str, cuda: bool, cache_
     from torch_fidelity.registry import DATASETS_REGISTRY
     from torch_fidelity.utils import extract_featuresdict_from_input_id_cached
 
+    from .safe_load import patch_torch_fidelity
+    patch_torch_fidelity()   # the features cache under cache_dir is read weights-only; a bad entry is recomputed
     key = (reference, wtag)
     if key in _REF_FEATURES:
         return _REF_FEATURES[key]
@@ -176,23 +187,9 @@ def _reference_features(reference: str, extractor, wtag: str, cuda: bool, cache_
 def kid_subsets(f1, f2, subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET_SIZE, seed: int = 0,
                 device: str = "cpu") -> float:
     """KID: mean over random subsets of the unbiased MMD^2 with kernel (a.b/d + 1)^3 (the torch-fidelity /
-    Binkowski et al. estimator, 100 subsets of 1000), subset size capped by the smaller set."""
-    a = torch.as_tensor(np.asarray(f1), dtype=torch.float64, device=device)
-    b = torch.as_tensor(np.asarray(f2), dtype=torch.float64, device=device)
-    m = min(subset_size, a.shape[0], b.shape[0])
-    if m < 2:
-        return math.nan
-    d = a.shape[1]
-    rng = np.random.RandomState(seed)
-    vals = []
-    for _ in range(subsets):
-        x = a[torch.as_tensor(rng.choice(a.shape[0], m, replace=False), device=device)]
-        y = b[torch.as_tensor(rng.choice(b.shape[0], m, replace=False), device=device)]
-        kxx, kyy, kxy = (x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3
-        sxx = (kxx.sum() - kxx.diagonal().sum()) / (m * (m - 1))
-        syy = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
-        vals.append(float(sxx + syy - 2 * kxy.mean()))
-    return float(np.mean(vals))
+    Binkowski et al. estimator, 100 subsets of 1000), subset size capped by the smaller set (bench/metrics.py
+    `kid`, the one KID core of nfebench)."""
+    return kid(f1, f2, subsets=subsets, subset_size=subset_size, seed=seed, device=device)
 
 
 def save_fid_stats(reference: str, path, *, inception_weights: str | None = None, cuda: bool | None = None):

@@ -1,4 +1,9 @@
-"""Sample-quality metrics of a cell: Frechet distance, KID, trajectory error, divergence."""
+"""Sample-quality metrics of a cell: Frechet distance, KID, trajectory error, divergence.
+
+Every metric's working memory is flat in the number of samples N beyond the samples themselves: moments are
+chunked sums (never an N x D float64 copy of more than MOMENT_CHUNK_BYTES at a time) and KID is always the
+subset estimator (kernels of at most KID_SUBSET_SIZE^2, never N x N).
+"""
 from __future__ import annotations
 
 import math
@@ -6,6 +11,11 @@ import math
 import numpy as np
 import torch
 from scipy import linalg
+
+KID_SUBSETS = 100          # torch-fidelity's defaults: 100 subsets of 1000
+KID_SUBSET_SIZE = 1000
+KID_REFERENCE_SAMPLES = 2000   # exact reference samples of a data-space model without its own (fixed seed)
+MOMENT_CHUNK_BYTES = 1 << 27   # 128 MiB of float64 features per chunk of the moment sums
 
 
 def frechet_distance(mu1, cov1, mu2, cov2) -> float:
@@ -20,23 +30,71 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
     return float(((mu1 - mu2) ** 2).sum() + np.trace(c1) + np.trace(c2) - 2 * np.trace(covmean))
 
 
-def moments(x: torch.Tensor):
-    f = x.reshape(x.shape[0], -1).to(torch.float64).cpu().numpy()
-    return f.mean(0), np.cov(f, rowvar=False)
+def moment_chunk_rows(dim: int) -> int:
+    return max(1, MOMENT_CHUNK_BYTES // (8 * max(1, dim)))
 
 
-def kid(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Unbiased MMD^2 with the cubic polynomial kernel k(a, b) = (a.b/d + 1)^3 (the KID kernel)."""
-    a = x.reshape(x.shape[0], -1).to(torch.float64)
-    b = y.reshape(y.shape[0], -1).to(torch.float64)
-    d = a.shape[1]
-    kxx, kyy, kxy = ((a @ a.T) / d + 1) ** 3, ((b @ b.T) / d + 1) ** 3, ((a @ b.T) / d + 1) ** 3
-    m, n = a.shape[0], b.shape[0]
-    if m < 2 or n < 2:
-        return math.nan
+def moments(x):
+    """Mean and covariance (np.cov's, ddof 1) of samples or features (an array or tensor, flattened to (N, D)),
+    in float64, from chunks of `moment_chunk_rows(D)` rows: never more than MOMENT_CHUNK_BYTES of float64
+    copies. With N up to one chunk the values are np.mean's and np.cov's bit for bit; beyond, two passes of
+    chunked sums (only the summation order differs, in the last bits)."""
+    f = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    f = f.reshape(f.shape[0], -1)
+    n, dim = f.shape
+    rows = moment_chunk_rows(dim)
+
+    def chunk(i):
+        return f[i:i + rows].to(torch.float64).cpu().numpy()
+
+    if n <= rows:
+        c = chunk(0)
+        return c.mean(0), np.cov(c, rowvar=False)
+    mu = sum(chunk(i).sum(0) for i in range(0, n, rows)) / n
+    cov = np.zeros((dim, dim))
+    for i in range(0, n, rows):
+        c = chunk(i) - mu
+        cov += c.T @ c
+    cov *= np.true_divide(1, n - 1)
+    return mu, cov.squeeze() if dim == 1 else cov
+
+
+def _features(f, device) -> torch.Tensor:
+    """(N, D) float64 tensor on `device` of features given as an array or a tensor of any per-sample shape."""
+    if isinstance(f, torch.Tensor):
+        t = f.detach().to(device=device, dtype=torch.float64)
+    else:
+        t = torch.as_tensor(np.asarray(f), dtype=torch.float64, device=device)
+    return t.reshape(t.shape[0], -1)
+
+
+def mmd2_cubic(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Unbiased MMD^2 of two float64 (m, d), (n, d) sets with the cubic polynomial kernel k(a, b) = (a.b/d + 1)^3
+    (the KID kernel): the core of `kid`, one subset pair."""
+    m, n, d = x.shape[0], y.shape[0], x.shape[1]
+    kxx, kyy, kxy = (x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3
     sxx = (kxx.sum() - kxx.diagonal().sum()) / (m * (m - 1))
     syy = (kyy.sum() - kyy.diagonal().sum()) / (n * (n - 1))
     return float(sxx + syy - 2 * kxy.mean())
+
+
+def kid(f1, f2, subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET_SIZE, seed: int = 0,
+        device: str = "cpu") -> float:
+    """KID: mean over `subsets` random subset pairs of the unbiased MMD^2 with kernel (a.b/d + 1)^3 (the
+    torch-fidelity / Binkowski et al. estimator, 100 subsets of 1000), the subset size capped by the smaller
+    set; the subsets are drawn by numpy's RandomState(seed), so the value is deterministic. Memory is three
+    subset_size^2 kernels whatever the sizes of f1 and f2 (arrays or tensors, (N, ...) each)."""
+    a, b = _features(f1, device), _features(f2, device)
+    m = min(subset_size, a.shape[0], b.shape[0])
+    if m < 2:
+        return math.nan
+    rng = np.random.RandomState(seed)
+    vals = []
+    for _ in range(subsets):
+        x = a[torch.as_tensor(rng.choice(a.shape[0], m, replace=False), device=device)]
+        y = b[torch.as_tensor(rng.choice(b.shape[0], m, replace=False), device=device)]
+        vals.append(mmd2_cubic(x, y))
+    return float(np.mean(vals))
 
 
 def finite_mask(x: torch.Tensor) -> torch.Tensor:
@@ -51,9 +109,10 @@ def traj_rmse(x: torch.Tensor, x_ref: torch.Tensor) -> float:
 _REF_SAMPLES: dict = {}
 
 
-def data_space_metrics(model, x: torch.Tensor) -> dict:
+def data_space_metrics(model, x: torch.Tensor, kid_subsets: int = KID_SUBSETS) -> dict:
     """FID/KID in the data space for models whose feature space is the data (gmm2d): Frechet distance
-    to the exact mixture moments, KID against 2,000 exact reference samples (fixed seed)."""
+    to the exact mixture moments; KID against 2,000 exact reference samples (fixed seed), the mean over
+    `kid_subsets` subsets of min(1000, N, 2000) samples (`kid`, the estimator of torch-fidelity)."""
     ref = model.reference
     mu, cov = moments(x)
     if ref.mean is not None:
@@ -65,5 +124,5 @@ def data_space_metrics(model, x: torch.Tensor) -> dict:
         if ref.samples is not None:
             _REF_SAMPLES[key] = ref.samples
         else:
-            _REF_SAMPLES[key] = ref.sample(2000, torch.Generator().manual_seed(12345))
-    return {"fid": fid, "kid": kid(x, _REF_SAMPLES[key])}
+            _REF_SAMPLES[key] = ref.sample(KID_REFERENCE_SAMPLES, torch.Generator().manual_seed(12345))
+    return {"fid": fid, "kid": kid(x, _REF_SAMPLES[key], subsets=kid_subsets)}

@@ -20,10 +20,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .store import atomic_write, cell_key, temp_beside
+from .runfiles import quarantine, read_cell_features, read_reference_moments
+from .store import atomic_write, row_key, temp_beside
 
 REPLICATES = 200
 FEATURE_EXTRACTORS = ("data", "digits-classifier")
+FEATURE_BATCH = 4096   # classifier features of a cell this many samples at a time (one batch up to 4,096)
 
 
 # ---- what the runner saves ---------------------------------------------------------------------------------
@@ -38,8 +40,10 @@ def cell_features(model, x: torch.Tensor) -> np.ndarray | None:
 
         from .fidelity import _clean
         x, _ = _clean(x, None)
+        net, bs = load_classifier(), FEATURE_BATCH   # in batches: the network's activations stay flat in N
         with torch.no_grad():
-            return load_classifier().features(x).to(torch.float32).numpy()
+            return torch.cat([net.features(x[i:i + bs]) for i in range(0, max(x.shape[0], 1), bs)]).to(
+                torch.float32).numpy()
     return None
 
 
@@ -154,50 +158,125 @@ class NoFeatures(Exception):
     pass
 
 
+class _Mismatch(Exception):
+    """A cell's saved features disagree with the reference moments: in dimension (malformed) or in FID."""
+
+    def __init__(self, msg: str, path: Path, malformed: bool = False):
+        super().__init__(msg)
+        self.path, self.malformed = path, malformed
+
+
+def _model_changes(frechet, run_dir, model, part, replicates, tolerance, counts_cache):
+    """The change rows of one model, its count of cells without (usable) features and of cells with them;
+    _Mismatch when a cell's features do not reproduce its FID against `frechet`."""
+    out, missing, found = [], 0, 0
+    dim = frechet.mu.shape[0]
+    for (g, solver), cells in part.groupby(["guidance", "solver"], sort=False):
+        fids, reps = {}, {}
+        for r in cells.itertuples():
+            path = features_dir(run_dir) / f"{row_key(r._asdict())}.npz"
+            got = read_cell_features(path, int(r.n_samples), root=run_dir)   # allow_pickle=False; bad: moved aside
+            if got is None:
+                missing += 1
+                continue
+            index, feats = got
+            what = f"saved features of cell {model} {solver} NFE {r.nfe} seed {r.seed}"
+            if feats.shape[1] != dim:
+                raise _Mismatch(f"{what} have {feats.shape[1]} dimensions, the reference moments {dim}", path, True)
+            full = float(weighted_fids(feats, torch.ones(1, len(index)), frechet)[0])
+            if abs(full - r.fid) > tolerance * max(1.0, abs(r.fid)):
+                raise _Mismatch(f"{what} give FID {full:.6g}, the results say {r.fid:.6g}", path)
+            ck = (int(r.seed), int(r.n_samples))
+            if ck not in counts_cache:
+                counts_cache[ck] = bootstrap_counts(ck[1], replicates, seed=ck[0])
+            fids[(int(r.seed), int(r.nfe))] = float(r.fid)
+            reps[(int(r.seed), int(r.nfe))] = cell_replicates(index, feats, counts_cache[ck], frechet)
+            found += 1
+        nfes = sorted({n for _, n in fids})
+        for a, b in zip(nfes[:-1], nfes[1:]):
+            keys = [(s, a, b) for s in sorted({s for s, _ in fids}) if (s, a) in fids and (s, b) in fids]
+            if keys:
+                change, lo, hi = paired_changes(fids, reps, keys)
+                out.append({"model": model, "guidance": g, "solver": solver, "nfe_a": a, "nfe_b": b,
+                            "change": change, "lo": lo, "hi": hi, "n_seeds": len(keys), "replicates": replicates})
+    return out, missing, found
+
+
+def _model_reference(model: str):
+    """The reference moments recomputed from the model (None: it cannot be loaded here, or has none)."""
+    try:
+        from models import load_model
+        return reference_moments(load_model(model))
+    except Exception:
+        return None
+
+
+def _saved_reference(run_dir, model: str):
+    """The saved reference moments of a model; a bad file is moved aside and recomputed from the model (None:
+    none saved, or not recomputable)."""
+    path = reference_path(run_dir, model)
+    if not path.is_file():
+        return None
+    ref = read_reference_moments(path, root=run_dir)
+    if ref is None:
+        ref = _model_reference(model)
+        if ref is not None:
+            save_reference(run_dir, model, *ref)
+    return ref
+
+
+def _same_moments(a, b, rtol: float = 1e-6) -> bool:
+    (mu1, c1), (mu2, c2) = a, b
+    if mu1.shape != mu2.shape or c1.shape != c2.shape:
+        return False
+    scale = max(float(np.abs(c2).max(initial=0.0)), 1e-12)
+    return bool(np.allclose(mu1, mu2, rtol=rtol, atol=rtol * scale)
+                and np.allclose(c1, c2, rtol=rtol, atol=rtol * scale))
+
+
 def changes_frame(df: pd.DataFrame, run_dir, replicates: int = REPLICATES, tolerance: float = 1e-4) -> pd.DataFrame:
     """One row per (model, guidance, solver, consecutive NFEs a -> b): change, lo, hi, n_seeds.
 
     The FIDs are the rows' own; each cell's saved features must reproduce its FID (relative `tolerance`), else
     the features belong to something else and the change is not reported. Raises NoFeatures when no cell of
     the run has saved features."""
+    from .tables import within_budget
     run_dir = Path(run_dir)
+    df = within_budget(df)   # a cell over its budget is not that NFE
     df = df[df["fid"].notna() & np.isfinite(df["fid"])]
     out, missing, found = [], 0, 0
     counts_cache: dict = {}
     for model, part in df.groupby("model", sort=True):
         ref_file = reference_path(run_dir, model)
-        if not ref_file.is_file():
+        ref = _saved_reference(run_dir, model)
+        if ref is None:
             missing += len(part)
             continue
-        with np.load(ref_file) as z:
-            frechet = FrechetToReference(z["mu"], z["cov"])
-        for (g, solver), cells in part.groupby(["guidance", "solver"], sort=False):
-            fids, reps = {}, {}
-            for r in cells.itertuples():
-                path = features_dir(run_dir) / f"{cell_key(model, solver, int(r.nfe), g, int(r.seed), int(r.n_samples))}.npz"
-                if not path.is_file():
-                    missing += 1
+        args = (run_dir, model, part, replicates, tolerance, counts_cache)
+        verified = None   # whether the saved reference moments are the model's (None: not checked yet)
+        while True:
+            try:
+                rows, m_missing, m_found = _model_changes(FrechetToReference(*ref), *args)
+                break
+            except _Mismatch as e:   # the cell's features, or the reference moments, are not this run's
+                if verified is None:
+                    fresh = _model_reference(model)
+                    verified = fresh is not None
+                    if verified and not _same_moments(ref, fresh):
+                        quarantine(ref_file, f"reference moments differ from model {model}'s ({e}); recomputed",
+                                   run_dir)
+                        save_reference(run_dir, model, *fresh)
+                        ref = fresh
+                        continue
+                if e.malformed and verified:
+                    quarantine(e.path, f"saved FID features: {e}; the cell is left out of the FID-change table",
+                               run_dir)
                     continue
-                with np.load(path) as z:
-                    index, feats = z["index"], z["f"]
-                full = float(weighted_fids(feats, torch.ones(1, len(index)), frechet)[0])
-                if abs(full - r.fid) > tolerance * max(1.0, abs(r.fid)):
-                    raise ValueError(f"saved features of cell {model} {solver} NFE {r.nfe} seed {r.seed} give FID "
-                                     f"{full:.6g}, the results say {r.fid:.6g}: delete {path} or rerun the cell")
-                ck = (int(r.seed), int(r.n_samples))
-                if ck not in counts_cache:
-                    counts_cache[ck] = bootstrap_counts(ck[1], replicates, seed=ck[0])
-                fids[(int(r.seed), int(r.nfe))] = float(r.fid)
-                reps[(int(r.seed), int(r.nfe))] = cell_replicates(index, feats, counts_cache[ck], frechet)
-                found += 1
-            nfes = sorted({n for _, n in fids})
-            for a, b in zip(nfes[:-1], nfes[1:]):
-                keys = [(s, a, b) for s in sorted({s for s, _ in fids}) if (s, a) in fids and (s, b) in fids]
-                if keys:
-                    change, lo, hi = paired_changes(fids, reps, keys)
-                    out.append({"model": model, "guidance": g, "solver": solver, "nfe_a": a, "nfe_b": b,
-                                "change": change, "lo": lo, "hi": hi, "n_seeds": len(keys),
-                                "replicates": replicates})
+                hint = "" if verified else f" (or the reference moments {ref_file} are not this run's)"
+                raise ValueError(f"{e}: delete {e.path} or rerun the cell{hint}") from None
+        out += rows
+        missing += m_missing
+        found += m_found
     if not found:
         raise NoFeatures(f"{run_dir} has no saved FID features (features/): they are saved by runs of nfebench "
                          "0.1 and later, for models scored in the data space or by the digits classifier")

@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .tables import LOWER_IS_BETTER, METRIC_NAMES, summarize  # noqa: E402
+from .tables import LOWER_IS_BETTER, METRIC_NAMES, summarize, within_budget  # noqa: E402
 
 # 26 colours: the strong halves of tab20 and Dark2 first (visible on white and on the grey density plots), the
 # pale half of tab20 last; greys left out
@@ -49,7 +49,7 @@ def fit_slope(nfe, err) -> float:
 def metric_vs_nfe(df, metric: str, out_dir: Path, loglog: bool | None = None) -> list[Path]:
     """One figure per (model, guidance): metric against NFE, one line per solver, 95% band over seeds."""
     paths = []
-    s = summarize(df, metric)
+    s = summarize(within_budget(df), metric)   # adaptive cells over their budget are no point of a budget line
     for (model, g), part in s.groupby(["model", "guidance"], sort=True):
         if part["mean"].notna().sum() == 0:
             continue
@@ -104,12 +104,10 @@ def sample_grid(df, store, out_dir: Path, max_solvers: int = 30, per_cell: int =
         model = load_model(model_spec)
         solvers = list(dict.fromkeys(part["solver"]))[:max_solvers]
         nfes = sorted(part["nfe"].unique())
-        from .store import cell_key
+        from .store import row_key
         get = {}
         for _, r in part.iterrows():
-            k = cell_key(r["model"], r["solver"], int(r["nfe"]), float(r["guidance"]), int(r["seed"]),
-                         int(r["n_samples"]))
-            get[(r["solver"], int(r["nfe"]))] = k
+            get[(r["solver"], int(r["nfe"]))] = row_key(r)
         tag = _slug("samples", model_spec, "g" + format(g, "g"))
         if len(model.shape) == 3:
             paths.append(_image_grid(model, store, get, solvers, nfes, per_cell, out_dir / f"{tag}.png",

@@ -13,7 +13,7 @@ import pandas as pd
 
 from solvers.options import SpecError
 
-from .tables import LOWER_IS_BETTER, METRIC_NAMES
+from .tables import LOWER_IS_BETTER, METRIC_NAMES, within_budget
 
 KEYS = ["model", "guidance", "nfe", "seed"]
 
@@ -26,11 +26,20 @@ def parse_pair(text: str) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
+def _canonical(spec: str) -> str:
+    """The run's name of a solver spec ('ddim:eta=0' is 'ddim'); the text itself for solvers not registered here."""
+    from solvers import get_solver
+    try:
+        return get_solver(spec).spec
+    except (SpecError, ValueError, TypeError):
+        return spec
+
+
 def check_pairs(pairs, solvers) -> list[tuple[str, str]]:
     """Parse pairs and check that both sides are solvers of the run."""
     out = []
     for text in pairs:
-        mod, base = parse_pair(text)
+        mod, base = (s if s in solvers else _canonical(s) for s in parse_pair(text))
         for s in (mod, base):
             if s not in solvers:
                 raise SpecError(f"ratio pair '{text}': solver '{s}' is not in the run; "
@@ -44,6 +53,7 @@ def paired_ratios(df: pd.DataFrame, pairs, metric: str = "fid") -> pd.DataFrame:
     if metric not in df.columns:
         raise SpecError(f"metric '{metric}' not in results; accepted: {', '.join(LOWER_IS_BETTER)}")
     pairs = check_pairs(pairs, list(dict.fromkeys(df["solver"])))
+    df = within_budget(df)   # a cell over its budget is no paired comparison at that NFE
     lower = LOWER_IS_BETTER.get(metric, True)
     rows = []
     for mod, base in pairs:
@@ -60,6 +70,19 @@ def paired_ratios(df: pd.DataFrame, pairs, metric: str = "fid") -> pd.DataFrame:
             rows.append({"pair": f"{mod}/{base}", "model": model, "guidance": g, "nfe": nfe,
                          "ratio": r.mean(), "n_seeds": len(r), "agree": sign})
     return pd.DataFrame(rows, columns=["pair", "model", "guidance", "nfe", "ratio", "n_seeds", "agree"])
+
+
+def no_pairs_reason(df: pd.DataFrame, pairs, metric: str = "fid") -> str:
+    """Why `paired_ratios` is empty, in words: a side without a single value of the metric, or no shared cells."""
+    pairs = check_pairs(pairs, list(dict.fromkeys(df["solver"])))
+    df = within_budget(df)
+    for mod, base in pairs:
+        for s in (mod, base):
+            vals = pd.to_numeric(df.loc[df["solver"] == s, metric], errors="coerce") if metric in df else []
+            if not len(vals) or not vals.notna().any():
+                return (f"solver '{s}' has no {METRIC_NAMES.get(metric, metric)} value in the run (every cell NaN: "
+                        f"diverged samples, or the metric not measured); a ratio needs a value on both sides")
+    return "the pairs share no (model, guidance, NFE, seed) where both sides have a value"
 
 
 def _cell(ratio, agree) -> str:
@@ -82,7 +105,7 @@ def _grids(r: pd.DataFrame):
 def to_markdown(df: pd.DataFrame, pairs, metric: str = "fid") -> str:
     r = paired_ratios(df, pairs, metric)
     if r.empty:
-        return "No paired cells: the pairs share no (model, guidance, NFE, seed).\n"
+        return f"No paired cells: {no_pairs_reason(df, pairs, metric)}.\n"
     name = METRIC_NAMES.get(metric, metric)
     better = "lower" if LOWER_IS_BETTER.get(metric, True) else "higher"
     parts = []

@@ -6,7 +6,7 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -15,15 +15,19 @@ import torch
 
 from models import load_model, model_options
 from solvers import Denoiser, SpecError, get_solver
+from solvers.noise import NoiseStream, x_T_rows
 from solvers.plugins import load_plugin_file
 
 from .calibration import (CALIBRATION_NOISES, CALIBRATION_SEED, CalibrationFile, calibrate, calibration_key,
                           guarded_ratios)
 from .metrics import data_space_metrics, finite_mask, traj_rmse
+from .memory import check_cell_memory
+from .preflight import preflight
 from .nfe_changes import cell_features, reference_moments, save_cell_features, save_reference
+from .identity import cell_identity, differences, identity_hash
 from .reference import reference_solution
 from .spec import RunSpec
-from .store import RunStore, cell_key
+from .store import RunStore, identity_key
 
 SAVED_SAMPLES = 512  # kept per cell for sample plots
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -37,18 +41,30 @@ class Cell:
     guidance: float
     seed: int
     n_samples: int
+    identity: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def cell_id(self) -> str:
+        return identity_hash(self.identity)
 
     @property
     def key(self):
-        return cell_key(self.model, self.solver, self.nfe, self.guidance, self.seed, self.n_samples)
+        return identity_key(self.model, self.solver, self.nfe, self.guidance, self.seed, self.cell_id)
+
+    @property
+    def coords(self) -> tuple:
+        return (self.model, self.solver, self.nfe, float(self.guidance), self.seed)
 
     def label(self):
         g = f" g={self.guidance:g}" if self.guidance != 1 else ""
         return f"{self.model} {self.solver} NFE={self.nfe}{g} seed={self.seed}"
 
 
-def plan(spec: RunSpec) -> tuple[list[Cell], list[str]]:
-    """Validate every spec up front (bad input fails before any work) and list the cells."""
+def plan(spec: RunSpec, load=None) -> tuple[list[Cell], list[str]]:
+    """Validate every spec up front (bad input fails before any work) and list the cells, each with its identity
+    (`load(model_spec)` gives the model; default: load_model on the CPU)."""
+    load = load or _plan_model
+    preflight(spec, load)   # every file and resource the run needs, opened before any work
     for p in spec.plugins:
         try:
             load_plugin_file(p)
@@ -59,7 +75,7 @@ def plan(spec: RunSpec) -> tuple[list[Cell], list[str]]:
     for m in spec.models:
         name, _ = model_options(m)
         if name.startswith("hf:") and set(spec.metrics) & {"fid", "kid"} and not spec.fid_stats:
-            if getattr(load_model(m), "fid_reference", None) is None:
+            if getattr(load(m), "fid_reference", None) is None:
                 raise SpecError(f"model '{m}' has no FID reference: pass --fid-stats FILE.npz "
                                 "(or add reference=<torch-fidelity dataset> to the model spec)")
         models.append(m)
@@ -72,7 +88,7 @@ def plan(spec: RunSpec) -> tuple[list[Cell], list[str]]:
         if fixed is not None and fixed not in spec.nfe:
             raise SpecError(f"solver '{s.spec}' spends exactly {fixed} NFE; add {fixed} to --nfe")
     for m in models:
-        guidance_skip = _guidance_skip(m)
+        guidance_skip = _guidance_skip(load(m))
         for g in spec.guidance:
             if g != 1 and guidance_skip:
                 notes.append(f"{m} {guidance_skip}: guidance {g:g} skipped")
@@ -87,35 +103,32 @@ def plan(spec: RunSpec) -> tuple[list[Cell], list[str]]:
                     if getattr(s, "fixed_nfe", None) not in (None, n):
                         notes.append(f"{s.spec} NFE {n} skipped (it spends exactly {s.fixed_nfe})")
                         continue
+                    check_cell_memory(spec, load(m), s, n, g)   # refused before any work if too big
                     for seed in spec.seeds:
-                        cells.append(Cell(m, s.spec, n, g, seed, spec.samples))
+                        ident = cell_identity(spec, m, load(m), s, n, g, seed, spec.samples)
+                        cells.append(Cell(m, s.spec, n, g, seed, spec.samples, ident))
     return cells, sorted(set(notes))
 
 
-_GUIDANCE_SKIP: dict[str, str] = {}
+_PLAN_MODELS: dict = {}
 
 
-def _guidance_skip(model_spec: str) -> str:
+def _plan_model(model_spec: str):
+    if model_spec not in _PLAN_MODELS:
+        _PLAN_MODELS[model_spec] = load_model(model_spec)
+    return _PLAN_MODELS[model_spec]
+
+
+def _guidance_skip(model) -> str:
     """Why guidance != 1 does not apply to a model ('' when it does)."""
-    if model_spec not in _GUIDANCE_SKIP:
-        model = load_model(model_spec)
-        _GUIDANCE_SKIP[model_spec] = ("is unconditional" if model.num_classes is None else
-                                      "is a consistency model (one guidance scale)"
-                                      if not getattr(model, "guidable", True) else "")
-    return _GUIDANCE_SKIP[model_spec]
-
-
-NOISE_BLOCK = 1024
+    return ("is unconditional" if model.num_classes is None else
+            "is a consistency model (one guidance scale)" if not model.guidable else "")
 
 
 def initial_noise(model, seed: int, n: int, dtype) -> torch.Tensor:
-    """Paired noise: sample i of seed s is the same x_T for every solver, NFE and sample count (drawn in
-    fixed blocks of 1024, each from its own generator), from the prior N(0, sigma_T^2 I)."""
-    blocks = []
-    for b in range((n + NOISE_BLOCK - 1) // NOISE_BLOCK):
-        g = torch.Generator().manual_seed(seed * 1_000_003 + b)
-        blocks.append(torch.randn(NOISE_BLOCK, *model.shape, generator=g, dtype=torch.float64))
-    z = torch.cat(blocks)[:n]
+    """Paired noise: sample i of seed s is the same x_T for every solver, NFE and sample count (seed-addressed
+    blocks, solvers/noise.py), from the prior N(0, sigma_T^2 I)."""
+    z = x_T_rows(seed, n, tuple(model.shape))
     return (z * float(model.schedule.sigma(model.schedule.T))).to(dtype)
 
 
@@ -124,9 +137,24 @@ def class_labels(model, n: int):
     return None if model.num_classes is None else torch.arange(n) % model.num_classes
 
 
+class SolverOutputError(RuntimeError):
+    pass
+
+
+def check_output(out, x_T: torch.Tensor, solver: str):
+    """A solver (a plugin's too) returns one sample per x_T row: same shape, dtype and device; else its cell fails
+    with a line saying what came back instead of being scored on the wrong samples."""
+    want = f"a tensor of shape {tuple(x_T.shape)}, dtype {x_T.dtype}, on {x_T.device}"
+    if not isinstance(out, torch.Tensor):
+        raise SolverOutputError(f"solver '{solver}' returned {type(out).__name__}; expected {want}")
+    if tuple(out.shape) != tuple(x_T.shape) or out.dtype != x_T.dtype or out.device != x_T.device:
+        raise SolverOutputError(f"solver '{solver}' returned a tensor of shape {tuple(out.shape)}, dtype {out.dtype}, "
+                                f"on {out.device}; expected {want}")
+
+
 class Runner:
-    def __init__(self, spec: RunSpec, out: str | Path, progress=None, log=print):
-        self.spec, self.store, self.log = spec, RunStore(out), log
+    def __init__(self, spec: RunSpec, out: str | Path, progress=None, log=print, replace: bool = False):
+        self.spec, self.store, self.log, self.replace = spec, RunStore(out), log, replace
         self.progress = progress
         self._models: dict = {}
         self._references: set = set()  # models whose FID reference moments this run has saved
@@ -138,10 +166,11 @@ class Runner:
         return self._models[spec]
 
     def run(self) -> dict:
-        cells, notes = plan(self.spec)
+        cells, notes = plan(self.spec, self.model)
         for n in notes:
             self.log(f"note: {n}")
         self.store.ensure()
+        self.check_directory(cells)
         meta = self.store.read_meta()
         started = meta.get("started") or _now()
         todo = [c for c in cells if not self.store.has(c.key)]
@@ -154,27 +183,11 @@ class Runner:
         self.log(f"{len(cells)} cells: {done} already done, {len(todo)} to run -> {self.store.root}")
         failed = []
         bar = self.progress(total=len(todo)) if self.progress else None
-        for cell in todo:
-            if bar is not None:
-                bar.set_postfix_str(cell.label())
-            if self.store.has(cell.key):  # finished meanwhile by another process on the same run directory
-                bar.update(1) if bar is not None else None
-                continue
-            try:
-                row = self.run_cell(cell)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as e:  # a failing cell never aborts the grid nor loses finished ones
-                failed.append((cell, f"{type(e).__name__}: {e}"))
-                self.log(f"cell failed: {cell.label()}: {type(e).__name__}: {e}")
-            else:
-                self.store.write_samples(cell.key, self._last_samples)
-                if self._last_features is not None:
-                    save_cell_features(self.store.root, cell.key, *self._last_features)
-                self.store.write_cell(cell.key, row)
-                self.store.write_results()
-            if bar is not None:
-                bar.update(1)
+        # a cell held by another process on this directory is left to it and waited for at the end (taken over
+        # if that process dies): two processes never compute one cell
+        busy = [c for c in todo if not self._run_claimed(c, failed, bar, wait=False)]
+        for cell in busy:
+            self._run_claimed(cell, failed, bar, wait=True)
         if bar is not None:
             bar.close()
         if record:
@@ -184,23 +197,85 @@ class Runner:
         return {"cells": len(cells), "ran": len(todo) - len(failed), "skipped": done, "failed": failed,
                 "results": df}
 
+    def _run_claimed(self, cell: Cell, failed: list, bar, wait: bool) -> bool:
+        """Run the cell under its lock; False when another process holds it (and `wait` is off)."""
+        with self.store.claim(cell.key, wait=wait) as mine:
+            if not mine:
+                return False
+            if bar is not None:
+                bar.set_postfix_str(cell.label())
+            if not self.store.has(cell.key):  # else finished meanwhile by another process
+                try:
+                    row = self.run_cell(cell)
+                except KeyboardInterrupt:
+                    raise
+                except (Exception, SystemExit) as e:  # a failing cell (even sys.exit in a plugin) never aborts
+                    failed.append((cell, f"{type(e).__name__}: {e}"))  # the grid nor loses finished ones
+                    self.log(f"cell failed: {cell.label()}: {type(e).__name__}: {e}")
+                else:
+                    self.store.write_samples(cell.key, self._last_samples)
+                    if self._last_features is not None:
+                        save_cell_features(self.store.root, cell.key, *self._last_features)
+                    self.store.write_cell(cell.key, row)
+                    self.store.log_event(f"computed {cell.key}")
+                    self.store.write_results()
+        if bar is not None:
+            bar.update(1)
+        return True
+
+    def check_directory(self, cells: list[Cell]):
+        """A run directory belongs to one setup: cells already there that this spec would compute differently
+        (same coordinates, another identity) or that were made with another protocol (samples, dtype, metrics,
+        ...) are refused with one line, or moved aside to RUN/replaced/ with `replace`."""
+        planned = {c.coords: c for c in cells}
+        protocols = {c.model: c.identity["protocol"] for c in cells}
+        run_level = next(iter(protocols.values()), None)
+        clash: dict[str, list[str]] = {}
+        for key, row in self.store.read_cells_by_key().items():
+            ident = row.get("identity")
+            if not isinstance(ident, dict) or not row.get("cell_id"):
+                clash[key] = ["made by an older nfebench (no cell identity)"]
+                continue
+            coords = (row["model"], row["solver"], int(row["nfe"]), float(row["guidance"]), int(row["seed"]))
+            if coords in planned and planned[coords].cell_id != row["cell_id"]:
+                clash[key] = differences(ident, planned[coords].identity)
+            elif row["model"] in protocols and ident["protocol"] != protocols[row["model"]]:
+                clash[key] = differences(ident["protocol"], protocols[row["model"]])
+            elif run_level is not None:
+                drop = ("features",)    # another model's extractor is its own business
+                a = {k: v for k, v in ident["protocol"].items() if k not in drop}
+                b = {k: v for k, v in run_level.items() if k not in drop}
+                if a != b:
+                    clash[key] = differences(a, b)
+        if not clash:
+            return
+        what = sorted({d for ds in clash.values() for d in ds})
+        if not self.replace:
+            raise SpecError(f"run directory {self.store.root} holds {len(clash)} cell(s) made with another setup "
+                            f"({'; '.join(what[:3])}{'; ...' if len(what) > 3 else ''}); use a new --out, or "
+                            f"--replace to move them to {self.store.root / 'replaced'} and compute these")
+        dest = self.store.move_aside(list(clash), "replaced")
+        self.log(f"moved {len(clash)} cell(s) made with another setup ({'; '.join(what[:3])}) to {dest}")
+
     def run_cell(self, cell: Cell) -> dict:
         model = self.model(cell.model)
         solver = get_solver(cell.solver)
         grid = solver.grid_for(model.schedule, cell.nfe)
-        if getattr(solver, "needs_ratios", False) and getattr(solver, "ratio", None) is None:
+        if solver.needs_ratios and solver.ratio is None:
             solver = solver.with_ratios(self.calibrated_ratios(cell, model, solver, grid))
         x_T = initial_noise(model, cell.seed, cell.n_samples, self.dtype).to(self.spec.device)
         y = class_labels(model, cell.n_samples)
-        gen = torch.Generator().manual_seed(10_007 * cell.seed + 1)  # stochastic solvers' own stream
         bs = self.spec.batch_size or cell.n_samples
         outs, nfe_used = [], 0
         t0 = time.perf_counter()
         for i in range(0, cell.n_samples, bs):
             yb = None if y is None else y[i:i + bs].to(self.spec.device)
             d = Denoiser(model, y=yb, guidance=cell.guidance, budget=None if solver.adaptive else cell.nfe)
+            noise = NoiseStream(cell.seed, start=i)   # stochastic solvers' noise, addressed by sample index
             with torch.no_grad():
-                outs.append(solver.sample(d, x_T[i:i + bs], grid, generator=gen).cpu())
+                out = solver.sample(d, x_T[i:i + bs], grid, generator=noise)
+            check_output(out, x_T[i:i + bs], cell.solver)
+            outs.append(out.cpu())
             nfe_used = max(nfe_used, d.nfe)
         wall = time.perf_counter() - t0
         x = torch.cat(outs)
@@ -208,6 +283,7 @@ class Runner:
         ok = finite_mask(x)
         row = {"model": cell.model, "solver": cell.solver, "nfe": cell.nfe, "nfe_used": nfe_used,
                "guidance": cell.guidance, "seed": cell.seed, "n_samples": cell.n_samples,
+               "cell_id": cell.cell_id, "identity": cell.identity,
                "diverged_frac": float(1 - ok.double().mean()), "wall_s": wall,
                "samples_per_s": cell.n_samples / wall if wall > 0 else math.nan}
         row.update(self.score(model, cell, x, ok, x_T, y, grid))
@@ -223,6 +299,11 @@ class Runner:
         now on the calibration noises and added to it (the search's NFE are recorded there, not in the cell)."""
         searched_as = getattr(solver, "calibration_spec", solver.spec)   # guard=true shares the search
         key = calibration_key(cell.model, searched_as, cell.nfe, cell.guidance, self.spec.dtype)
+        with self.calibration.locked():
+            entry = self._calibration_entry(cell, model, solver, grid, searched_as, key)
+        return guarded_ratios(entry, solver.guard)
+
+    def _calibration_entry(self, cell, model, solver, grid, searched_as, key) -> dict:
         entry = self.calibration.get(key)
         if entry is None:
             self.log(f"calibrating {searched_as} for {cell.model} NFE={cell.nfe} g={cell.guidance:g} "
@@ -232,7 +313,7 @@ class Runner:
             entry = calibrate(model, solver, grid, x_T, None if y is None else y.to(self.spec.device),
                               cell.guidance, rtol=self.spec.reference_rtol)
             self.calibration.put(key, entry)
-        return guarded_ratios(entry, getattr(solver, "guard", False))
+        return entry
 
     def fid_features(self, model, cell, x, ok):
         """(sample indices, FID features) of the finite samples, for paired FID-change intervals; None for
@@ -254,12 +335,14 @@ class Runner:
         """Metrics over the finite samples only: a diverged sample never silently enters an average."""
         m = {k: math.nan for k in ("fid", "kid", "traj_rmse", "cond_acc")}
         xs = x[ok]
-        if xs.shape[0] < 2:
+        if xs.shape[0] < 1:
             return m
         wanted = set(self.spec.metrics)
-        if wanted & {"fid", "kid", "cond_acc"}:
-            if model.feature_extractor == "data":
-                m.update(data_space_metrics(model, xs))
+        if wanted & {"fid", "kid", "cond_acc"}:   # FID and KID need 2 finite samples; traj_rmse, cond_acc one
+            if model.feature_extractor in ("data", "inception-v3-compat") and xs.shape[0] < 2:
+                pass
+            elif model.feature_extractor == "data":
+                m.update(data_space_metrics(model, xs, self.spec.kid_subsets))
             elif model.feature_extractor == "inception-v3-compat":
                 from .inception import inception_metrics
                 m.update(inception_metrics(model, xs, inception_weights=self.spec.inception_weights or None,

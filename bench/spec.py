@@ -4,13 +4,39 @@ A cell is (model, solver spec, NFE, guidance, seed). Flags override the file; li
 """
 from __future__ import annotations
 
+import os
+import re
+import tempfile
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from solvers.options import SpecError
+from solvers import noise
+from solvers.options import Range, SpecError
 
 METRICS = ("fid", "kid", "traj_rmse", "cond_acc")
+MAX_SEED = noise.MAX_SEED   # seeds 0..MAX_SEED: the range where no two noise streams coincide (solvers/noise.py)
+MAX_NFE = 100_000
+MAX_SAMPLES = 10_000_000
+MAX_KID_SUBSETS = 10_000
+
+# Every number of a spec, whether it comes from a flag or a spec file, passes here: (declared range, what the
+# error line says is accepted). Booleans are never numbers; NaN and inf never pass.
+NUMBERS = {
+    "samples": (Range(1, MAX_SAMPLES), f"samples must be a positive integer, at most {MAX_SAMPLES}"),
+    "batch_size": (Range(0, MAX_SAMPLES), f"batch_size must be >= 0 (0 = one batch), at most {MAX_SAMPLES}"),
+    "kid_subsets": (Range(1, MAX_KID_SUBSETS), f"kid_subsets must be a positive integer, at most {MAX_KID_SUBSETS}"),
+    "reference_samples": (Range(0, MAX_SAMPLES),
+                          f"reference_samples must be >= 0 (0 = all samples), at most {MAX_SAMPLES}"),
+    "reference_rtol": (Range(0, 1, lo_open=True, hi_open=True),
+                       "reference_rtol must be a finite number with 0 < reference_rtol < 1 (default 1e-6)"),
+    "nfe": (Range(1, MAX_NFE), f"NFE values must be positive integers, at most {MAX_NFE}"),
+    "seeds": (Range(0, MAX_SEED), f"seeds must be integers from 0 to {MAX_SEED}"),
+    "guidance": (Range(0, lo_open=True), "guidance values must be finite and positive (1 = no guidance)"),
+    "memory_limit_gb": (Range(0), "memory_limit_gb must be a finite number >= 0 (0 = no check)"),
+}
+INTEGERS = ("samples", "batch_size", "kid_subsets", "reference_samples", "nfe", "seeds")
+SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]{0,127}")
 
 
 @dataclass
@@ -37,17 +63,29 @@ class RunSpec:
     ratios: list[str] = field(default_factory=list)  # 'MOD/BASE' solver pairs: paired ratio table ratios.md
     fid_changes: bool = False           # fid_changes.md: paired-bootstrap intervals of FID between NFEs
     calibration: str = ""               # DC-Solver ratios file, read and extended (default RUN/calibration.json)
+    memory_limit_gb: float = field(default_factory=lambda: _default_memory_limit_gb())  # cells over it: refused
 
     @classmethod
     def from_toml(cls, path: str | Path) -> "RunSpec":
         p = Path(path)
+        if p.is_dir():
+            raise SpecError(f"spec file {path} is a directory; accepted: a TOML file or a shipped suite name")
         if not p.is_file():
             raise SpecError(f"spec file not found: {path}")
         try:
-            data = tomllib.loads(p.read_text())
+            data = tomllib.loads(p.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise SpecError(f"spec file {path} is not UTF-8 text (byte {e.start}: {e.reason}); "
+                            "accepted: a UTF-8 TOML file") from None
+        except OSError as e:
+            raise SpecError(f"spec file {path} cannot be read: {e.strerror or e}") from None
         except tomllib.TOMLDecodeError as e:
             raise SpecError(f"spec file {path} is not valid TOML: {e}") from None
-        data = {**data.pop("run", {}), **data}  # a [run] table or top-level keys
+        run = data.pop("run", {})
+        if not isinstance(run, dict):
+            raise SpecError(f"'run' in spec file {path} must be a table ([run] holding the spec's keys), "
+                            f"got {type(run).__name__} {_short(run)}")
+        data = {**run, **data}  # a [run] table or top-level keys
         spec = cls()
         spec.update(data, source=str(path))
         if not spec.out:
@@ -65,18 +103,14 @@ class RunSpec:
         self.validate()
 
     def validate(self):
-        if self.samples < 1:
-            raise SpecError(f"samples must be a positive integer, got {self.samples}")
-        if any(n < 1 for n in self.nfe):
-            raise SpecError(f"NFE values must be positive integers, got {self.nfe}")
-        if self.kid_subsets < 1:
-            raise SpecError(f"kid_subsets must be a positive integer, got {self.kid_subsets}")
-        if self.reference_samples < 0:
-            raise SpecError(f"reference_samples must be >= 0 (0 = all samples), got {self.reference_samples}")
-        if self.batch_size < 0:
-            raise SpecError(f"batch_size must be >= 0 (0 = one batch), got {self.batch_size}")
-        if any(g <= 0 for g in self.guidance):
-            raise SpecError(f"guidance values must be positive (1 = no guidance), got {self.guidance}")
+        for key, (rng, accepted) in NUMBERS.items():
+            value = getattr(self, key)
+            for v in value if isinstance(value, list) else [value]:
+                if not rng.contains(v) or (key in INTEGERS and not isinstance(v, int)):
+                    raise SpecError(f"{accepted}, got {_short(v)}")
+        if not SAFE_NAME.fullmatch(self.name):
+            raise SpecError(f"name {_short(self.name)} is not a single safe path component (it names the run "
+                            "directory runs/<name>); accepted: letters, digits and . _ - + (not first: . -)")
         bad = [m for m in self.metrics if m not in METRICS]
         if bad:
             raise SpecError(f"unknown metric '{bad[0]}'; accepted: {', '.join(METRICS)}")
@@ -94,6 +128,11 @@ class RunSpec:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _default_memory_limit_gb() -> float:
+    from .memory import default_memory_limit_gb
+    return default_memory_limit_gb()
 
 
 def _check_device(name: str):
@@ -129,6 +168,8 @@ def split_specs(text: str) -> list[str]:
 
 def _convert(key, value, current, source):
     try:
+        if isinstance(value, bool) and not isinstance(current, bool):
+            raise ValueError            # TOML true/false is no number (nor text) here
         if isinstance(current, list):
             if isinstance(value, str):
                 items = split_specs(value) if key in ("models", "solvers", "ratios") else [v for v in value.split(",") if v.strip()]
@@ -139,7 +180,7 @@ def _convert(key, value, current, source):
             if key in ("nfe", "seeds"):
                 return [_as_int(v) for v in items]
             if key == "guidance":
-                return [float(v) for v in items]
+                return [_as_float(v) for v in items]
             return [str(v).strip() for v in items]
         if isinstance(current, bool):
             if isinstance(value, str) and value.strip().lower() in ("true", "false"):
@@ -150,13 +191,72 @@ def _convert(key, value, current, source):
         if isinstance(current, int):
             return _as_int(value)
         if isinstance(current, float):
-            return float(value)
+            return _as_float(value)
         return str(value)
-    except (TypeError, ValueError):
-        raise SpecError(f"bad value for '{key}' in {source}: {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise SpecError(f"bad value for '{key}' in {source}: {_short(value)}; expected {_expected(key, current)}") \
+            from None
+
+
+def _expected(key, current) -> str:
+    if key in ("nfe", "seeds"):
+        return "integers (a comma-separated list in a flag)"
+    if key == "guidance":
+        return "numbers (a comma-separated list in a flag)"
+    if isinstance(current, list):
+        return "a list of names"
+    if isinstance(current, bool):
+        return "true or false"
+    return "an integer" if isinstance(current, int) else "a number" if isinstance(current, float) else "text"
 
 
 def _as_int(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        raise TypeError
     if isinstance(v, float) and not v.is_integer():
         raise ValueError
     return int(str(v).strip()) if isinstance(v, str) else int(v)
+
+
+def _as_float(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        raise TypeError
+    return float(v)
+
+
+def _short(v, limit: int = 60) -> str:
+    """repr of a user value for an error line: one line, cut to `limit` characters."""
+    r = repr(v)
+    return r if len(r) <= limit else r[:limit - 3] + "..."
+
+
+def check_output_dir(path: str | Path, what: str = "run directory"):
+    """Before any work: `path` is a directory that exists or can be made, and can be written (probed with an
+    empty temp directory, removed at once: permission bits do not stop root, a read-only file system does)."""
+    p = Path(path)
+    anc = p
+    if "\x00" in str(path) or not str(path).strip():
+        raise SpecError(f"{what} {_short(str(path))} is not a usable path; accepted: a directory path")
+    try:
+        if p.exists() and not p.is_dir():
+            raise SpecError(f"{what} {path} is an existing file; accepted: a directory (new, or a run to resume)")
+        while not anc.exists() and anc != anc.parent:
+            anc = anc.parent
+        if not anc.is_dir():
+            raise SpecError(f"{what} {path} cannot be made: {anc} is a file, not a directory; accepted: a path "
+                            "whose existing part is directories")
+        os.rmdir(tempfile.mkdtemp(prefix=".nfebench-probe-", dir=anc))
+    except SpecError:
+        raise
+    except (OSError, ValueError) as e:
+        reason = getattr(e, "strerror", None) or str(e)
+        raise SpecError(f"{what} {path} cannot be written (in {anc}: {reason}); accepted: a directory on a "
+                        "writable file system") from None
+
+
+def check_output_file(path: str | Path, what: str):
+    """A file the run reads and rewrites (the calibration file): not a directory, its folder writable."""
+    p = Path(path)
+    if p.is_dir():
+        raise SpecError(f"{what} {path} is a directory; accepted: a JSON file (read if it exists, extended)")
+    check_output_dir(p.parent, f"the folder of {what} {path}:")

@@ -1,6 +1,7 @@
 """The run directory: run.json, one JSON file per finished cell (atomic), results.csv."""
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
@@ -13,6 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+
+from solvers.options import SpecError
+
+from . import runfiles
 
 COLUMNS = ["model", "solver", "nfe", "nfe_used", "guidance", "seed", "n_samples", "fid", "kid", "traj_rmse",
            "cond_acc", "diverged_frac", "wall_s", "samples_per_s"]
@@ -71,10 +76,29 @@ def temp_beside(path: Path):
         raise
 
 
+def _slug(model: str, solver: str, nfe: int, guidance: float, seed: int) -> str:
+    return re.sub(r"[^A-Za-z0-9.+=-]+", "_", f"{model}__{solver}__nfe{nfe}__g{guidance:g}__s{seed}")[:120]
+
+
 def cell_key(model: str, solver: str, nfe: int, guidance: float, seed: int, n_samples: int) -> str:
+    """The file name of a cell written before cells had an identity (read back for old run directories only)."""
     raw = f"{model}|{solver}|{nfe}|{guidance:g}|{seed}|{n_samples}"
-    slug = re.sub(r"[^A-Za-z0-9.+=-]+", "_", f"{model}__{solver}__nfe{nfe}__g{guidance:g}__s{seed}")
-    return f"{slug[:120]}-{hashlib.sha1(raw.encode()).hexdigest()[:8]}"
+    return f"{_slug(model, solver, nfe, guidance, seed)}-{hashlib.sha1(raw.encode()).hexdigest()[:8]}"
+
+
+def identity_key(model: str, solver: str, nfe: int, guidance: float, seed: int, cell_id: str) -> str:
+    """A cell's file name: readable coordinates, then the hash of its identity (bench/identity.py)."""
+    return f"{_slug(model, solver, nfe, guidance, seed)}-{cell_id}"
+
+
+def row_key(row) -> str:
+    """The file name of a results row's cell (rows of old run directories have no cell_id)."""
+    cid = row.get("cell_id") if hasattr(row, "get") else None
+    if isinstance(cid, str) and cid:
+        return identity_key(row["model"], row["solver"], int(row["nfe"]), float(row["guidance"]), int(row["seed"]),
+                            cid)
+    return cell_key(row["model"], row["solver"], int(row["nfe"]), float(row["guidance"]), int(row["seed"]),
+                    int(row["n_samples"]))
 
 
 class RunStore:
@@ -94,7 +118,7 @@ class RunStore:
         return self.cells_dir / f"{key}.json"
 
     def has(self, key: str) -> bool:
-        return self.cell_path(key).is_file()
+        return runfiles.read_cell(self.cell_path(key), self.root) is not None  # a bad file is moved aside
 
     def write_cell(self, key: str, row: dict):
         text = json.dumps(_jsonable(row), indent=1, sort_keys=True)
@@ -107,15 +131,63 @@ class RunStore:
         with temp_beside(path) as tmp:
             torch.save(samples, tmp)
 
+    @contextmanager
+    def claim(self, key: str, wait: bool = False):
+        """Yield True while this process holds the cell's lock (an flock on locks/<key>.lock), False when another
+        process holds it and `wait` is off. The kernel drops the lock when its holder dies, even by SIGKILL."""
+        path = self.root / "locks" / f"{key}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, _FILE_MODE)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def log_event(self, text: str):
+        """Append one line to events.log (which process computed which cell, when)."""
+        line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid={os.getpid()} {text}\n"
+        fd = os.open(self.root / "events.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, _FILE_MODE)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+
+    def move_aside(self, keys, folder: str) -> Path:
+        """Move the files of these cells (cell JSON, samples, features) under RUN/<folder>/<time>/: kept, never
+        deleted, and out of every table."""
+        dest = self.root / folder / time.strftime("%Y%m%d-%H%M%S")
+        for key in keys:
+            for sub, ext in (("cells", ".json"), ("samples", ".pt"), ("features", ".npz")):
+                src = self.root / sub / f"{key}{ext}"
+                if src.is_file():
+                    (dest / sub).mkdir(parents=True, exist_ok=True)
+                    os.replace(src, dest / sub / src.name)
+            if self._rows is not None:
+                self._rows.pop(key, None)
+        return dest
+
     def read_samples(self, key: str) -> dict | None:
         path = self.root / "samples" / f"{key}.pt"
-        return torch.load(path) if path.is_file() else None
+        return runfiles.read_samples(path, self.root)  # weights-only load, checked; None when missing or bad
 
     def read_cells(self) -> list[dict]:
         # one read of cells/ per store: rewriting results.csv after every cell must not reread them all
         if self._rows is None:
-            self._rows = {p.stem: json.loads(p.read_text()) for p in sorted(self.cells_dir.glob("*.json"))}
+            rows = {p.stem: runfiles.read_cell(p, self.root) for p in sorted(self.cells_dir.glob("*.json"))}
+            self._rows = {k: r for k, r in rows.items() if r is not None}  # bad files: moved aside, rerun
         return [self._rows[k] for k in sorted(self._rows)]
+
+    def read_cells_by_key(self) -> dict[str, dict]:
+        self.read_cells()
+        return dict(self._rows)
 
     def forget_rows(self):
         self._rows = None
@@ -125,7 +197,7 @@ class RunStore:
 
     def read_meta(self) -> dict:
         p = self.root / "run.json"
-        return json.loads(p.read_text()) if p.is_file() else {}
+        return runfiles.read_json_object(p, "run.json", self.root) or {}
 
     def results(self) -> pd.DataFrame:
         return results_frame(self.read_cells())
@@ -141,13 +213,28 @@ def results_frame(rows: list[dict]) -> pd.DataFrame:
     for c in COLUMNS:
         if c not in df.columns:
             df[c] = math.nan
-    extra = [c for c in df.columns if c not in COLUMNS and c not in ("key",)]
+    extra = [c for c in df.columns if c not in COLUMNS and c not in ("key", "identity")]
     df = df[COLUMNS + sorted(extra)]
     for c in COLUMNS[2:]:
         df[c] = pd.to_numeric(df[c].replace({"inf": math.inf, "-inf": -math.inf}), errors="coerce")
     if len(df):
         df = df.sort_values(["model", "guidance", "solver", "nfe", "seed"], kind="stable").reset_index(drop=True)
+        check_one_row_per_seed(df)
     return df
+
+
+CELL_COORDS = ["model", "guidance", "solver", "nfe", "seed"]
+
+
+def check_one_row_per_seed(df: pd.DataFrame):
+    """Two rows of one (model, guidance, solver, NFE, seed) are two setups, never two seeds: refuse to table them."""
+    dup = df[df.duplicated(CELL_COORDS, keep=False)]
+    if len(dup):
+        r = dup.iloc[0]
+        n = dup[(dup[CELL_COORDS] == r[CELL_COORDS]).all(axis=1)]
+        raise SpecError(f"results hold {len(n)} rows for {r.model} {r.solver} NFE {r.nfe} guidance {r.guidance:g} "
+                        f"seed {r.seed} (n_samples {', '.join(map(str, n.n_samples))}): two setups in one run; "
+                        "table each run directory on its own")
 
 
 def load_results(run_dir: str | Path) -> pd.DataFrame:
@@ -156,7 +243,13 @@ def load_results(run_dir: str | Path) -> pd.DataFrame:
         return store.results()
     csv = Path(run_dir) / "results.csv"
     if csv.is_file():
-        return pd.read_csv(csv)
+        try:
+            df = pd.read_csv(csv)
+        except (ValueError, UnicodeDecodeError) as e:  # pandas' parser errors are ValueErrors
+            raise SpecError(f"results file {csv} is unreadable ({type(e).__name__}); it has no cells/ to rebuild "
+                            "it from") from None
+        check_one_row_per_seed(df)
+        return df
     raise FileNotFoundError(f"no run found at {run_dir} (expected cells/ or results.csv)")
 
 

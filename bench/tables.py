@@ -13,6 +13,16 @@ LOWER_IS_BETTER = {"fid": True, "kid": True, "traj_rmse": True, "cond_acc": Fals
 METRIC_NAMES = {"fid": "FID", "kid": "KID", "traj_rmse": "trajectory RMSE", "cond_acc": "conditional accuracy"}
 
 
+def over_budget(df: pd.DataFrame) -> pd.Series:
+    """Rows whose cell spent more NFE than its column's budget (an adaptive solver): never ranked in a fixed-NFE
+    table, a ratio, an NFE change or a plot line."""
+    return df["nfe_used"].notna() & (df["nfe_used"] > df["nfe"])
+
+
+def within_budget(df: pd.DataFrame) -> pd.DataFrame:
+    return df[~over_budget(df)] if "nfe_used" in df.columns else df
+
+
 def summarize(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Mean, 95% half-width and seed count per (model, guidance, solver, nfe)."""
     keys = ["model", "guidance", "solver", "nfe"]
@@ -79,7 +89,8 @@ def title(model, guidance, metric):
 def to_markdown(df: pd.DataFrame, metric: str = "fid") -> str:
     parts = []
     seeds = df["seed"].nunique()
-    for (model, g), mean, ci, div in pivot_tables(df, metric):
+    over = df[over_budget(df)] if "nfe_used" in df.columns else df.iloc[:0]
+    for (model, g), mean, ci, div in pivot_tables(within_budget(df), metric):
         best = _best(mean, metric)
         cols = list(mean.columns)
         lines = [f"### {title(model, g, metric)}", ""]
@@ -96,11 +107,34 @@ def to_markdown(df: pd.DataFrame, metric: str = "fid") -> str:
                 cells.append(f"**{t}**" if best.at[solver, c] else t)
             lines.append(f"| {solver} | " + " | ".join(cells) + " |")
         parts.append("\n".join(lines))
+    if len(over) and metric in over.columns:
+        parts.append(_over_budget_markdown(over, metric))
     return "\n\n".join(parts) + "\n"
 
 
+def _over_budget_markdown(over: pd.DataFrame, metric: str) -> str:
+    """Cells that spent more than their budget (adaptive solvers), at the NFE they used, unranked."""
+    lines = [f"### Over budget: {METRIC_NAMES.get(metric, metric)} of cells that used more NFE than asked", "",
+             "Adaptive solvers choose their own steps: shown at the NFE they used, never ranked in a budget column.",
+             "", "| model | guidance | solver | budget | NFE used | value |", "|---|---:|---|---:|---:|---:|"]
+    keys = ["model", "guidance", "solver", "nfe"]
+    for (model, g, solver, nfe), part in over.groupby(keys, sort=True):
+        v = part[metric].dropna()
+        used = part["nfe_used"]
+        used_text = f"{used.mean():.0f}" if used.nunique() == 1 else f"{used.min():.0f}-{used.max():.0f}"
+        lines.append(f"| {model} | {g:g} | {solver} | {nfe} | {used_text} | "
+                     f"{_fmt(v.mean(), metric) if len(v) else '–'} |")
+    return "\n".join(lines)
+
+
 def to_csv(df: pd.DataFrame, metric: str = "fid") -> str:
-    s = summarize(df, metric)
+    s = summarize(within_budget(df), metric)
+    s["over_budget"] = False
+    over = df[over_budget(df)] if "nfe_used" in df.columns else df.iloc[:0]
+    if len(over):
+        o = summarize(over, metric)
+        o["over_budget"] = True
+        s = pd.concat([s, o], ignore_index=True)
     return s.to_csv(index=False)
 
 
@@ -112,7 +146,7 @@ def _tex(s: str) -> str:
 def to_latex(df: pd.DataFrame, metric: str = "fid") -> str:
     """booktabs tables, one per model and guidance; best per column in bold; needs \\usepackage{booktabs}."""
     parts = []
-    for (model, g), mean, ci, div in pivot_tables(df, metric):
+    for (model, g), mean, ci, div in pivot_tables(within_budget(df), metric):
         best = _best(mean, metric)
         cols = list(mean.columns)
         lines = [f"% {title(model, g, metric)}", "\\begin{tabular}{l" + "r" * len(cols) + "}", "\\toprule",
@@ -146,7 +180,8 @@ def write_tables(df: pd.DataFrame, run_dir, ratio_pairs=(), log=None, fid_change
     from . import ratios
     from .store import atomic_write
     present = set(df["solver"])
-    pairs = [p for p in ratio_pairs if all(s in present for s in ratios.parse_pair(p))]
+    pairs = [p for p in ratio_pairs if all(s in present or ratios._canonical(s) in present
+                                           for s in ratios.parse_pair(p))]
     if log and len(pairs) < len(ratio_pairs):
         log(f"ratios.md: skipped {len(ratio_pairs) - len(pairs)} pair(s) whose solvers are not in the results")
     if pairs:

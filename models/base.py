@@ -19,6 +19,7 @@ class DiffusionModel:
     feature_extractor: name of the torch-fidelity feature extractor used for its FID ('data' = the raw data space)
     guidable:  False where classifier-free guidance does not apply although labels do (a consistency model
                distils one guidance scale): runs skip guidance != 1 for it
+    weights_sha256: sha256 of the weights it loaded, part of every cell's identity (None: an exact model)
     """
 
     name = "?"
@@ -28,6 +29,7 @@ class DiffusionModel:
     num_classes: int | None = None
     feature_extractor = "data"
     guidable = True
+    weights_sha256: str | None = None
     dtype = torch.float32
     device = "cpu"
 
@@ -62,13 +64,18 @@ class Reference:
 
 
 _MODELS: dict[str, tuple[Callable, dict, dict, str]] = {}
+_RANGES: dict[str, dict] = {}   # model name -> numeric option -> declared range ((lo, hi) closed, or Range)
+HUB_RANGES = {"num_classes": (1, 100_000)}   # hf:<repo|dir> options checked before loading
 
 
-def register_model(name: str, defaults: dict | None = None, choices: dict | None = None):
-    """Register a factory `f(**options) -> DiffusionModel`; its docstring's first line is the summary."""
+def register_model(name: str, defaults: dict | None = None, choices: dict | None = None,
+                   ranges: dict | None = None):
+    """Register a factory `f(**options) -> DiffusionModel`; its docstring's first line is the summary.
+    `ranges` declares each numeric option's accepted range (without one: any finite number)."""
     def deco(factory):
         summary = (factory.__doc__ or "").strip().splitlines()[0] if factory.__doc__ else ""
         _MODELS[name] = (factory, defaults or {}, choices or {}, summary)
+        _RANGES[name] = dict(ranges or {})
         return factory
     return deco
 
@@ -85,13 +92,16 @@ def model_options(spec: str) -> tuple[str, dict]:
         if not sep or "=" not in rest:
             target, rest = spec.strip()[3:], ""
         raw = parse_spec(f"hf:{rest}", "model")[1] if rest else {}
+        if "num_classes" in raw:
+            coerce_options(f"hub model '{target.strip()}'", {"num_classes": raw["num_classes"]}, {"num_classes": 0},
+                           None, HUB_RANGES)   # only checked here: load_hub_model reads the text
         return "hf:" + target.strip(), raw
     name, raw = parse_spec(spec, "model")
     if name not in _MODELS:
         raise SpecError(f"unknown model '{name}'; closest registered: {closest(name, _MODELS)}"
                         " (see `nfebench list models`)")
     _, defaults, choices, _ = _MODELS[name]
-    return name, coerce_options(f"model '{name}'", raw, defaults, choices)
+    return name, coerce_options(f"model '{name}'", raw, defaults, choices, _RANGES.get(name))
 
 
 def load_model(spec: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> DiffusionModel:

@@ -109,7 +109,7 @@ class Digits(NetModel):
     def __init__(self, weights: str = ""):
         self.schedule = VPDiscrete()
         state, meta = load_weights(WEIGHTS_NAME, weights or None)
-        self.meta = meta
+        self.meta, self.weights_sha256 = meta, meta["sha256"]
         self.net = DigitsEpsNet(**ARCH)
         self.net.load_state_dict(state)
         self.net.requires_grad_(False).eval()

@@ -96,7 +96,7 @@ class DigitsCD(NetModel):
         vp = VPDiscrete()
         self.schedule = teacher_ve_schedule(vp)
         state, meta = load_weights(WEIGHTS_NAME, weights or None)
-        self.meta, self.clip = meta, bool(clip)
+        self.meta, self.clip, self.weights_sha256 = meta, bool(clip), meta["sha256"]
         self.net = ConsistencyNet(vp, self.schedule.t_min)
         self.net.load_state_dict(state)
         self.net.requires_grad_(False).eval()

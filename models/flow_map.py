@@ -15,6 +15,7 @@ from torchdiffeq import odeint
 
 from solvers import Denoiser
 from solvers.ode import pf_ode_rhs
+from solvers.options import Range
 from solvers.schedules import SCHEDULES
 
 from .base import DiffusionModel, load_model, register_model
@@ -29,7 +30,7 @@ class ExactFlowMap(DiffusionModel):
     def __init__(self, base: DiffusionModel, rtol: float = 1e-6):
         self.base, self.rtol = base, float(rtol)
         self.schedule, self.shape, self.num_classes = base.schedule, base.shape, base.num_classes
-        self.feature_extractor = base.feature_extractor
+        self.feature_extractor, self.weights_sha256 = base.feature_extractor, base.weights_sha256
         if hasattr(base, "fid_reference"):
             self.fid_reference = base.fid_reference
         self.inner_nfe = 0
@@ -73,26 +74,29 @@ class ExactFlowMap(DiffusionModel):
         return self.flow_map(x, t, torch.full_like(t, self.schedule.t_min), y, guidance)
 
 
+RTOL_RANGE = Range(0, 1, lo_open=True, hi_open=True)   # dopri5 tolerance of the flow map's solve
+
+
 def _flow_of(base_spec: str, rtol: float, dtype: str = "float64") -> ExactFlowMap:
     """The state is integrated in float64; `dtype` is the base network's (float32 is ~3x faster on a CPU)."""
     return ExactFlowMap(load_model(base_spec, dtype=getattr(torch, dtype)), rtol)
 
 
 @register_model("gmm2d-flow", defaults={"schedule": "vp-discrete", "rtol": 1e-6},
-                choices={"schedule": tuple(SCHEDULES)})
+                choices={"schedule": tuple(SCHEDULES)}, ranges={"rtol": RTOL_RANGE})
 def gmm2d_flow(schedule="vp-discrete", rtol=1e-6):
     """Exact PF-ODE flow map of gmm2d: an ideal trajectory (CTM) / consistency model (options: schedule, rtol)."""
     return _flow_of(f"gmm2d:schedule={schedule}", rtol)
 
 
-@register_model("digits-oracle-flow", defaults={"rtol": 1e-6})
+@register_model("digits-oracle-flow", defaults={"rtol": 1e-6}, ranges={"rtol": RTOL_RANGE})
 def digits_oracle_flow(rtol=1e-6):
     """Exact PF-ODE flow map of digits-oracle: an ideal trajectory (CTM) / consistency model (option: rtol)."""
     return _flow_of("digits-oracle", rtol)
 
 
 @register_model("digits-flow", defaults={"weights": "", "rtol": 1e-6, "dtype": "float64"},
-                choices={"dtype": ("float64", "float32")})
+                choices={"dtype": ("float64", "float32")}, ranges={"rtol": RTOL_RANGE})
 def digits_flow(weights="", rtol=1e-6, dtype="float64"):
     """Exact PF-ODE flow map of the trained digits model, a perfect distillation (options: weights, rtol, dtype)."""
     return _flow_of(f"digits:weights={weights}" if weights else "digits", rtol, dtype)

@@ -18,6 +18,7 @@ checkpoints: the number of real classes; label `num_classes` is then the null la
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -219,6 +220,19 @@ def _has_weights(root: Path, sub: str | None) -> bool:
     return any((d / f).is_file() for f in WEIGHT_FILES)
 
 
+def _checkpoint_sha256(root: Path, sub: str | None, sched_path: Path) -> str:
+    """One sha256 over the UNet's weights and config and the scheduler config: what the model computes with."""
+    d = root / sub if sub else root
+    h = hashlib.sha256()
+    for f in [*(d / w for w in WEIGHT_FILES), d / "config.json", Path(sched_path)]:
+        if f.is_file():
+            h.update(f.name.encode())
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()
+
+
 def _hub_offline() -> bool:
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         return True
@@ -355,4 +369,6 @@ def load_hub_model(repo_or_dir: str, **opts) -> HubUNet:
     if reference is None and "cifar10" in target.lower() and "cifar100" not in target.lower():
         reference = "cifar10-train"
     cls = HubConsistencyModel if consistency else HubUNet
-    return cls(unet, sched, target, reference=reference, num_classes=num_classes)
+    model = cls(unet, sched, target, reference=reference, num_classes=num_classes)
+    model.weights_sha256 = _checkpoint_sha256(root, sub, sched_path)
+    return model

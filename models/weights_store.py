@@ -67,6 +67,7 @@ def load_weights(name: str, directory: str | Path | None = None, train_cmd: str 
     with safe_open(str(path), framework="pt") as f:
         state = {k: f.get_tensor(k) for k in f.keys()}
         meta = dict(f.metadata() or {})
+    meta["sha256"] = got   # the checked checksum: the model's weights_sha256
     return state, meta
 
 

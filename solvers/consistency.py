@@ -15,7 +15,7 @@ import torch
 from .denoiser import bcast, gaussian_like
 from .exponential import Interval, data_step
 from .grids import make_grid
-from .options import SpecError
+from .options import Range, SpecError
 from .registry import Solver, register_solver
 
 
@@ -63,12 +63,24 @@ class ConsistencyMultistep(Solver):
     default_grid = "karras"
     consistency_sampler = True   # meant for consistency models (suite digits-cd; the standard suite leaves it out)
     defaults = {"ts": "", "N": 0}
+    ranges = {"N": (0, 100_000)}  # 0: the checkpoint's own index grid
+    presence_matters = ("grid",)  # a given grid overrides a consistency checkpoint's own
 
     def check(self):
         if self.ts and "grid" in self.given:
             raise SpecError("solver 'cm-multistep': give ts= or grid=, not both")
         if self.N and not self.ts:
             raise SpecError("solver 'cm-multistep': N= is the size of the index grid of ts=; give ts= too")
+        if self.ts:   # its form up front; its last index against the model's N once the model is known (grid_for)
+            try:
+                idx = [int(v) for v in self.ts.split("/")]
+            except ValueError:
+                idx = []
+            if len(idx) < 2 or idx[0] != 0 or any(b <= a for a, b in zip(idx, idx[1:])) or \
+                    (self.N and idx[-1] != self.N - 1):
+                to = f" to {self.N - 1} (N = {self.N})" if self.N else ""
+                raise SpecError(f"solver 'cm-multistep': ts={self.ts} is not an increasing '/'-separated index list "
+                                f"from 0{to}, e.g. ts=0/22/39")
 
     @property
     def fixed_nfe(self) -> int | None:
@@ -122,6 +134,7 @@ class CTMGamma(Solver):
     order = 1
     default_grid = "karras"
     defaults = {"gamma": 0.0}
+    ranges = {"gamma": Range(0, 1, note="gamma must be in [0, 1]")}
     consistency_sampler = True   # meant for trajectory/consistency models (suites consistency, digits-cd)
 
     def check(self):

@@ -55,6 +55,7 @@ class DynamicCompensation:
     """Mixin for a UniPC-structured solver (start/step/History): DC before every step with 3 history entries."""
 
     needs_ratios = True   # the harness calibrates them (bench/calibration.py) unless `ratio` is given
+    ranges = {"ratio": (-10, 10)}   # a constant ratio; calibrated ones fall within -1.4..4.5 on the suites
     ratios = None         # one per step, rho_1..rho_M
 
     def check(self):

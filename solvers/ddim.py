@@ -15,6 +15,7 @@ class DDIM(Solver):
     order = 1
     default_grid = "time_uniform"
     defaults = {"eta": 0.0}
+    ranges = {"eta": (0, 1)}      # 0: deterministic (the PF-ODE), 1: DDPM's posterior variance
 
     @property
     def stochastic(self):

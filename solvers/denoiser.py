@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .noise import NoiseStream
 from .schedules import as_t
 
 
@@ -34,8 +35,10 @@ def bcast(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def gaussian_like(x: torch.Tensor, generator=None) -> torch.Tensor:
-    """Standard normal noise shaped like x, drawn where the generator lives (the runner's is on the CPU) and
-    moved to x's device: one seed gives the same noise on any device."""
+    """Standard normal noise shaped like x. The runner passes a seed-addressed NoiseStream (a sample's noise is
+    the same in any batch and on any device); a torch.Generator draws where it lives and moves to x's device."""
+    if isinstance(generator, NoiseStream):
+        return generator.randn_like(x)
     dev = x.device if generator is None else generator.device
     return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=dev).to(x.device)
 

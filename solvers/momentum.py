@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 from .exponential import Interval, data_step, multistep_order
-from .options import SpecError
+from .options import Range, SpecError
 from .pndm import LinearMultistep, PseudoLinearMultistep, combine
 from .registry import Solver, register_solver
 
@@ -57,6 +57,9 @@ class GeneralizedHeavyBall(LinearMultistep):
         return combine(ghvb_coefficients(len(self.es), self.beta), self.es)
 
 
+BETA_RANGE = Range(0, 1, lo_open=True)    # heavy-ball momentum: beta = 1 is the base method
+
+
 def check_beta(name: str, beta: float):
     if not 0 < beta <= 1:
         raise SpecError(f"option beta={beta} for solver '{name}' not accepted: need 0 < beta <= 1")
@@ -81,6 +84,7 @@ class PLMSHeavyBall(PseudoLinearMultistep):
     warmup = "ab"
     defaults = {"order": 4, "beta": 0.9}
     choices = {"order": (1, 2, 3, 4, 5)}
+    ranges = {"beta": BETA_RANGE}
 
     def check(self):
         check_beta(self.name, self.beta)
@@ -102,6 +106,9 @@ class GHVB(PseudoLinearMultistep):
 
     warmup = "ab"
     defaults = {"order": 3.8, "beta": 1.0}
+    ranges = {"order": Range(0, 5, lo_open=True, note="the momentum number must be in (0, 5], e.g. 1.5, 2.5, 3.8"),
+              "beta": BETA_RANGE}
+    presence_matters = ("grid", "beta")  # a given beta is checked against the order
 
     def check(self):
         if not 0 < self.order <= 5:
@@ -135,6 +142,7 @@ class DPMpp2MHeavyBall(Solver):
     order = 1
     default_grid = "logSNR"
     defaults = {"beta": 0.8, "lower_order_final": True}
+    ranges = {"beta": BETA_RANGE}
 
     def check(self):
         check_beta(self.name, self.beta)

@@ -13,6 +13,7 @@ from torchdiffeq import odeint
 
 from .denoiser import bcast
 from .grids import ends_at_data, make_grid
+from .options import Range
 from .registry import Solver, register_solver
 
 
@@ -77,6 +78,7 @@ class ODEDopri5(_TorchDiffEq):
     """torchdiffeq adaptive 'dopri5' on the PF-ODE in lambda; NFE is what it used (not budgeted)."""
     order, method, adaptive = 5, "dopri5", True
     defaults = {"rtol": 1e-6, "atol": 1e-6}
+    ranges = {"rtol": Range(0, 1, lo_open=True, hi_open=True), "atol": Range(0, 1, lo_open=True, hi_open=True)}
 
     def steps_for(self, nfe):
         return 1  # only the endpoints matter; the step size is adaptive

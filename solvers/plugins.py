@@ -1,10 +1,13 @@
 """Solvers from outside the package: entry points of group `nfebench.solvers` and plugin files."""
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
+
+from .options import SpecError
 
 _loaded = False
 
@@ -18,13 +21,39 @@ def load_entry_points():
         ep.load()  # importing the module runs its @register_solver decorators
 
 
+_files: dict[str, object] = {}   # resolved plugin path -> its module: a file is loaded once per process
+
+
 def load_plugin_file(path: str):
+    """Import a plugin file once (the same file again, by any path, is a no-op returning the same module).
+    Bad plugins stop with one SpecError line naming the file: a missing file, one that is not Python, one that
+    raises, or one registering a solver name that is taken (a built-in's or another plugin's)."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"plugin file not found: {path}")
-    name = f"nfebench_plugin_{p.stem}"
+    key = str(p.resolve())
+    if key in _files:
+        return _files[key]
+    from .registry import _REGISTRY
+    name = f"nfebench_plugin_{p.stem}_{hashlib.sha1(key.encode()).hexdigest()[:8]}"
     spec = importlib.util.spec_from_file_location(name, p)
+    if spec is None or spec.loader is None:
+        raise SpecError(f"plugin file {path} is not a Python file; accepted: a .py file registering solvers")
     module = importlib.util.module_from_spec(spec)
+    before = dict(_REGISTRY)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except BaseException as e:
+        sys.modules.pop(name, None)
+        _REGISTRY.clear()                       # a failed plugin registers nothing
+        _REGISTRY.update(before)
+        if not isinstance(e, Exception):
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        if isinstance(e, SpecError) and "already registered" in msg:
+            raise SpecError(f"plugin file {path}: {msg}") from None
+        raise SpecError(f"plugin file {path} failed to load: {type(e).__name__}"
+                        + (f": {msg}" if msg else "")) from None
+    _files[key] = module
     return module

@@ -65,6 +65,7 @@ class PseudoLinearMultistep(Solver):
     order = 4
     warmup = "heun"
     default_grid = "leading"   # the PNDM papers' uniform grid: k * (N // S), then the data point
+    presence_matters = ("grid",)  # no grid given: time_uniform on a continuous schedule
 
     @property
     def warmup_steps(self) -> int:

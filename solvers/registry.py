@@ -4,15 +4,18 @@ from __future__ import annotations
 import torch
 
 from .grids import GRIDS, make_grid
-from .options import SpecError, closest, coerce_options, parse_spec
+from .options import Range, SpecError, closest, coerce_options, parse_spec
 
 _REGISTRY: dict[str, type] = {}
+RHO_RANGE = Range(0, 100, lo_open=True)   # the karras grid's exponent (EDM: 7)
 
 
 def register_solver(name: str):
     def deco(cls):
         if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"solver '{name}' is already registered")
+            taken = _REGISTRY[name]
+            raise SpecError(f"solver '{name}' is already registered (by {taken.__module__}.{taken.__qualname__}); "
+                            "register the new solver under a name `nfebench list solvers` does not show")
         cls.name = name
         _REGISTRY[name] = cls
         return cls
@@ -48,14 +51,20 @@ class Solver:
     default_grid = "logSNR"   # the discretization its paper used
     stochastic = False
     adaptive = False          # adaptive step size: NFE is what it used, not a budget
+    needs_ratios = False      # takes searched ratios (DC-Solver): the harness calibrates it unless `ratio` is given
     defaults: dict = {}       # option name -> default value (its type is the option's type)
     choices: dict = {}        # option name -> accepted values
+    ranges: dict = {}         # numeric option name -> declared range: (lo, hi) closed, or options.Range
+    presence_matters: tuple = ()  # options that change the method when given, even at their default value
 
     def __init__(self, **options):
         defaults = {"grid": self.default_grid, "rho": 7.0, **self.defaults}
         choices = {"grid": tuple(GRIDS), **self.choices}
-        opts = coerce_options(f"solver '{self.name}'", options, defaults, choices)
-        self.given = {k: opts[k] for k in options}
+        ranges = {"rho": RHO_RANGE, **self.ranges}
+        opts = coerce_options(f"solver '{self.name}'", options, defaults, choices, ranges)
+        self.given = {k: opts[k] for k in sorted(options)
+                      if k in self.presence_matters or opts[k] != defaults[k]}  # canonical: order, defaults
+        self.options = dict(sorted(opts.items()))     # every option as resolved (a cell's identity)
         for key, value in opts.items():
             setattr(self, key, value)
         self.check()
@@ -69,7 +78,8 @@ class Solver:
 
     @property
     def spec(self) -> str:
-        """Canonical spec string of this configured solver."""
+        """Canonical spec string of this configured solver: options sorted, those at their default left out
+        (`ddim:eta=0` is `ddim`), so one method has one name."""
         if not self.given:
             return self.name
         return self.name + ":" + ",".join(f"{k}={_fmt(v)}" for k, v in self.given.items())

@@ -29,7 +29,7 @@ import torch
 
 from .dpmpp import dpmpp_multistep_update
 from .exponential import Interval, multistep_order
-from .options import SpecError
+from .options import Range, SpecError
 from .pndm import PseudoLinearMultistep
 from .registry import Solver, register_solver
 from .schedules import F64
@@ -56,6 +56,10 @@ def shifted_time(schedule, x, t, floor, window: int, cutoff: float):
 
 
 class _TimeShift:
+    ranges = {"window": Range(0, 10_000, note="need window >= 0 (training steps; 0 turns the shift off) and "
+                                              "window <= 10000"),
+              "cutoff": (0, 10_000)}   # training steps
+
     def check_time_shift(self):
         if self.window < 0:
             raise SpecError(f"option window={self.window} for solver '{self.name}' not accepted: need window >= 0 "

@@ -27,6 +27,32 @@ CASES = [
     (["run", "nonexistent.toml"], ["spec file not found"]),
     (["table", "{tmp}/nothing"], ["no run found"]),
     (["list", "widgets"], ["invalid choice"]),
+    # numbers: type and declared range up front, for flags and solver/model options alike
+    (["run", "--guidance", "nan", "--out", "{tmp}"], ["guidance values must be finite and positive"]),
+    (["run", "--guidance", "1,inf", "--out", "{tmp}"], ["guidance values must be finite and positive", "inf"]),
+    (["run", "--guidance", "0", "--out", "{tmp}"], ["guidance values must be finite and positive"]),
+    (["run", "--solvers", "ddim:eta=nan", "--out", "{tmp}"], ["eta=nan", "solver 'ddim'", "need 0 <= eta <= 1"]),
+    (["run", "--solvers", "ddim:eta=inf", "--out", "{tmp}"], ["eta=inf", "need 0 <= eta <= 1"]),
+    (["run", "--solvers", "ddim:eta=-1", "--out", "{tmp}"], ["eta=-1.0", "need 0 <= eta <= 1"]),
+    (["run", "--solvers", "ddim:eta=1e308", "--out", "{tmp}"], ["eta=1e+308", "need 0 <= eta <= 1"]),
+    (["run", "--solvers", "heun:rho=nan", "--out", "{tmp}"], ["rho=nan", "solver 'heun'", "need 0 < rho <= 100"]),
+    (["run", "--solvers", "ddim:eta=1,eta=0", "--out", "{tmp}"], ["option 'eta' given twice"]),
+    (["run", "--solvers", "ode-dopri5:atol=0", "--out", "{tmp}"], ["atol=0.0", "need 0 < atol < 1"]),
+    (["run", "--solvers", "cm-multistep:ts=0/x", "--out", "{tmp}"], ["ts=0/x", "index list"]),
+    (["run", "--models", "gmm2d-flow:rtol=nan", "--out", "{tmp}"], ["rtol=nan", "model 'gmm2d-flow'", "0 < rtol < 1"]),
+    (["run", "--reference-rtol", "-1", "--out", "{tmp}"], ["reference_rtol must be a finite number with 0 < "]),
+    (["run", "--reference-rtol", "0", "--out", "{tmp}"], ["reference_rtol must be", "got 0.0"]),
+    (["run", "--reference-rtol", "nan", "--out", "{tmp}"], ["reference_rtol must be", "got nan"]),
+    (["run", "--seeds", "100000000000000000000", "--out", "{tmp}"], ["seeds must be integers from 0 to 65535"]),
+    (["run", "--seeds=-1", "--out", "{tmp}"], ["seeds must be integers from 0 to 65535", "got -1"]),
+    (["run", "--seeds", "1e20", "--out", "{tmp}"], ["bad value for 'seeds'", "expected integers"]),
+    (["run", "--nfe", "1000000000", "--out", "{tmp}"], ["NFE values must be positive integers, at most 100000"]),
+    (["run", "--samples", "100000000", "--out", "{tmp}"], ["samples must be a positive integer, at most 10000000"]),
+    (["run", "--kid-subsets", "1000000", "--out", "{tmp}"], ["kid_subsets must be a positive integer, at most"]),
+    (["run", "--calibration", ".", "--out", "{tmp}"], ["calibration file . is a directory", "JSON file"]),
+    # a grid with nothing in it is refused before any work, not reported as written tables
+    (["run", "--models", "gmm2d", "--guidance", "4", "--out", "{tmp}"],
+     ["nothing to run: the spec plans 0 cells", "gmm2d is unconditional: guidance 4 skipped"]),
 ]
 
 

@@ -86,7 +86,7 @@ def test_runner_skips_the_nfe_an_index_list_does_not_spend(tmp_path, capsys):
     assert main(["run", "--models", "gmm2d:schedule=ve", "--solvers", "cm-multistep:ts=0/22/39,N=40,ddim",
                  "--nfe", "2,3", "--samples", "64", "--out", str(out), "-q", "--no-plots"]) == 0
     df = pd.read_csv(out / "results.csv")
-    assert sorted(zip(df.solver, df.nfe)) == [("cm-multistep:ts=0/22/39,N=40", 2), ("ddim", 2), ("ddim", 3)]
+    assert sorted(zip(df.solver, df.nfe)) == [("cm-multistep:N=40,ts=0/22/39", 2), ("ddim", 2), ("ddim", 3)]
     rc = main(["run", "--models", "gmm2d:schedule=ve", "--solvers", "cm-multistep:ts=0/22/39,N=40",
                "--nfe", "3", "--out", str(tmp_path / "r2"), "-q"])
     err = capsys.readouterr().err.strip().splitlines()

@@ -47,7 +47,7 @@ def test_bad_values(spec, pattern):
 def test_options_are_typed_and_the_spec_round_trips():
     s = get_solver("dpmpp-2m:lower_order_final=false,grid=karras,rho=5")
     assert s.lower_order_final is False and s.grid == "karras" and s.rho == 5.0
-    assert get_solver(s.spec).spec == s.spec == "dpmpp-2m:lower_order_final=false,grid=karras,rho=5.0"
+    assert get_solver(s.spec).spec == s.spec == "dpmpp-2m:grid=karras,lower_order_final=false,rho=5.0"  # sorted
     assert get_solver("ddim").spec == "ddim" and get_solver("ddim").eta == 0.0
 
 

@@ -185,7 +185,7 @@ def test_calibrate_command(tmp_path, capsys, monkeypatch):
     text = capsys.readouterr().out
     assert "| gmm2d | dpmpp-2m+dc | 4 | 1 | 1.000, 1.000," in text
     assert list(json.loads(out.read_text())) == [calibration_key("gmm2d", "dpmpp-2m+dc", 4, 1.0, "float64")]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cal.json"]   # no run directory
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cal.json", "cal.json.lock"]   # no run directory
     rc = main(["calibrate", "--models", "gmm2d", "--solvers", "ddim,unipc+dc:ratio=1.1", "--out", str(out)])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("nfebench: error: no solver to calibrate in ddim, unipc+dc:ratio=1.1")

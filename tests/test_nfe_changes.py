@@ -12,7 +12,16 @@ import torch
 from bench import nfe_changes as nc
 from bench.cli import main
 from bench.metrics import frechet_distance
-from bench.store import cell_key
+from bench.store import load_results, row_key
+
+
+def cell_key(model, solver, nfe, guidance, seed, n_samples, out=None):
+    """The file name of the run's cell with these coordinates (read from its results)."""
+    df = load_results(out)
+    r = df[(df.model == model) & (df.solver == solver) & (df.nfe == nfe) & (df.guidance == guidance)
+           & (df.seed == seed) & (df.n_samples == n_samples)]
+    assert len(r) == 1
+    return row_key(r.iloc[0])
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,7 +97,7 @@ def test_run_writes_fid_changes_equal_to_an_explicit_bootstrap_of_its_samples(tm
     per_seed = {}
     for s in (0, 1):
         counts = nc.bootstrap_counts(300, nc.REPLICATES, seed=s).numpy()
-        x = {k: torch.load(out / "samples" / f"{cell_key('gmm2d', 'ddim', k, 1.0, s, 300)}.pt")["x"].double().numpy()
+        x = {k: torch.load(out / "samples" / f"{cell_key('gmm2d', 'ddim', k, 1.0, s, 300, out)}.pt")["x"].double().numpy()
              for k in (10, 20)}
         per_seed[s] = [_explicit_fid(x[20], counts[b], np.arange(300), ref) -
                        _explicit_fid(x[10], counts[b], np.arange(300), ref) for b in range(nc.REPLICATES)]
@@ -124,7 +133,7 @@ def test_error_paths(tmp_path, capsys):
     assert _run(out) == 0
     capsys.readouterr()
     # features that do not reproduce the table's FID are refused, naming the cell
-    key = cell_key("gmm2d", "ddim", 10, 1.0, 0, 300)
+    key = cell_key("gmm2d", "ddim", 10, 1.0, 0, 300, out)
     z = dict(np.load(out / "features" / f"{key}.npz"))
     np.savez(out / "features" / f"{key}.npz", index=z["index"], f=z["f"] + 1.0)
     assert main(["table", str(out), "--changes"]) == 2
