@@ -59,7 +59,7 @@ def test_kills_concurrency_and_rerun_match_an_uninterrupted_run(tmp_path):
         p.send_signal(signal.SIGKILL)
         p.wait()
         progress.append(done())
-    assert 0 < progress[-1] < N_CELLS, progress          # the kills landed part-way
+    assert any(0 < p < N_CELLS for p in progress), progress   # kills landed part-way (a fast machine may finish)
     r = subprocess.run(_cmd(killed), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     pd.testing.assert_frame_equal(_results(killed), expected)
