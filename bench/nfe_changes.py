@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .runfiles import quarantine, read_cell_features, read_reference_moments
+from .quarantine import quarantine
+from .runfiles import read_cell_features, read_reference_moments
 from .store import atomic_write, row_key, temp_beside
 
 REPLICATES = 200

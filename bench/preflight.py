@@ -165,5 +165,5 @@ def _check_calibration(spec):
         return
     if user:
         raise SpecError(f"{what} is not a calibration file: {problem}; move it away to search again")
-    from .runfiles import quarantine
+    from .quarantine import quarantine
     quarantine(path, f"calibration file: {problem}; its ratios will be searched again", root=spec.out)

@@ -122,7 +122,7 @@ def _read_cache_item(path: str):
     """The cached item at path, or None when missing or unusable (then moved aside, to be recomputed)."""
     if not os.path.exists(path):
         return None
-    from .runfiles import quarantine
+    from .quarantine import quarantine
     try:
         item = load_torch_file(path)
         reason = _check_cache_item(item)
