@@ -251,7 +251,7 @@ def cmd_run(args) -> int:
 def cmd_list(args) -> int:
     from models import list_models
     from solvers import list_solvers
-    from solvers.plugins import load_plugin_file
+    from .plugins import load_plugin_file
     for p in args.plugin:
         load_plugin_file(p)
     solvers, models = list_solvers(), {**list_models(),

@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from .quarantine import quarantine
+from .results_rows import title, within_budget
 from .runfiles import read_cell_features, read_reference_moments
 from .store import atomic_write, row_key, temp_beside
 
@@ -241,7 +242,6 @@ def changes_frame(df: pd.DataFrame, run_dir, replicates: int = REPLICATES, toler
     The FIDs are the rows' own; each cell's saved features must reproduce its FID (relative `tolerance`), else
     the features belong to something else and the change is not reported. Raises NoFeatures when no cell of
     the run has saved features."""
-    from .tables import within_budget
     run_dir = Path(run_dir)
     df = within_budget(df)   # a cell over its budget is not that NFE
     df = df[df["fid"].notna() & np.isfinite(df["fid"])]
@@ -305,7 +305,6 @@ def _num(v: float) -> str:
 
 
 def to_markdown(ch: pd.DataFrame) -> str:
-    from .tables import title
     parts = []
     for (model, g), part in ch.groupby(["model", "guidance"], sort=True):
         steps = sorted({(a, b) for a, b in zip(part["nfe_a"], part["nfe_b"])})

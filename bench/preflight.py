@@ -4,7 +4,7 @@ A mistyped --fid-stats or --inception-weights path, a missing InceptionV3 file, 
 bad calibration path used to surface inside each cell, after its samples were drawn ("rerun to retry", which
 could not help). `preflight(spec)` (called at the start of bench.runner.plan) opens each of them now and stops
 with one line (SpecError) naming the file and what is wrong:
-- plugin files: exist, are files, readable (plan() then runs them, solvers/plugins.py);
+- plugin files: exist, are files, readable (plan() then runs them, bench/plugins.py);
 - fid_stats: read and checked as the cells will read it (bench.inception.load_fid_stats);
 - inception_weights: exists, readable, loads weights-only (bench/safe_load.py) as a state dict of tensors;
   when a hub model (hf:<dir>, only if diffusers is importable) will be scored with InceptionV3, the feature
@@ -57,7 +57,7 @@ def _readable_file(path: str, what: str) -> Path:
 
 
 def _check_plugin(path: str):
-    """Exists, is a file, can be read (what it does when run is solvers.plugins.load_plugin_file's, in plan())."""
+    """Exists, is a file, can be read (what it does when run is bench.plugins.load_plugin_file's, in plan())."""
     _readable_file(path, "plugin file")
 
 

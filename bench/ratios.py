@@ -13,7 +13,7 @@ import pandas as pd
 
 from solvers.options import SpecError
 
-from .tables import LOWER_IS_BETTER, METRIC_NAMES, within_budget
+from .results_rows import LOWER_IS_BETTER, METRIC_NAMES, tex_escape, within_budget
 
 KEYS = ["model", "guidance", "nfe", "seed"]
 
@@ -129,7 +129,6 @@ def to_csv(df: pd.DataFrame, pairs, metric: str = "fid") -> str:
 
 def to_latex(df: pd.DataFrame, pairs, metric: str = "fid") -> str:
     """booktabs tables, one per model; needs \\usepackage{booktabs}."""
-    from .tables import _tex
     r = paired_ratios(df, pairs, metric)
     parts = []
     for model, index, cols, text in _grids(r):
@@ -138,7 +137,7 @@ def to_latex(df: pd.DataFrame, pairs, metric: str = "fid") -> str:
                  "Pair & Guidance & " + " & ".join(f"{c}" for c in cols) + " \\\\", "\\midrule"]
         for pair, g in index:
             cells = [text.at[(pair, g), c] if isinstance(text.at[(pair, g), c], str) else "--" for c in cols]
-            lines.append(_tex(pair.replace("/", " / ")) + f" & {g:g} & " + " & ".join(cells) + " \\\\")
+            lines.append(tex_escape(pair.replace("/", " / ")) + f" & {g:g} & " + " & ".join(cells) + " \\\\")
         lines += ["\\bottomrule", "\\end{tabular}"]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"

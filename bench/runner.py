@@ -16,7 +16,7 @@ import torch
 from models import load_model, model_options
 from solvers import Denoiser, SpecError, get_solver
 from solvers.noise import NoiseStream, x_T_rows
-from solvers.plugins import load_plugin_file
+from .plugins import load_plugin_file
 
 from .calibration import (CALIBRATION_NOISES, CALIBRATION_SEED, CalibrationFile, calibrate, calibration_key,
                           guarded_ratios)

@@ -9,19 +9,7 @@ import math
 import pandas as pd
 from scipy import stats
 
-LOWER_IS_BETTER = {"fid": True, "kid": True, "traj_rmse": True, "cond_acc": False, "diverged_frac": True}
-METRIC_NAMES = {"fid": "FID", "kid": "KID", "traj_rmse": "trajectory RMSE", "cond_acc": "conditional accuracy"}
-
-
-def over_budget(df: pd.DataFrame) -> pd.Series:
-    """Rows whose cell spent more NFE than its column's budget (an adaptive solver): never ranked in a fixed-NFE
-    table, a ratio, an NFE change or a plot line."""
-    return df["nfe_used"].notna() & (df["nfe_used"] > df["nfe"])
-
-
-def within_budget(df: pd.DataFrame) -> pd.DataFrame:
-    return df[~over_budget(df)] if "nfe_used" in df.columns else df
-
+from .results_rows import LOWER_IS_BETTER, METRIC_NAMES, tex_escape, over_budget, title, within_budget  # noqa: F401
 
 def summarize(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Mean, 95% half-width and seed count per (model, guidance, solver, nfe)."""
@@ -81,11 +69,6 @@ def _cell_text(m, c, d, metric, pm="±"):
     return text
 
 
-def title(model, guidance, metric):
-    g = f", guidance {guidance:g}" if guidance != 1 else ", no guidance"
-    return f"{METRIC_NAMES.get(metric, metric)} vs NFE — {model}{g}"
-
-
 def to_markdown(df: pd.DataFrame, metric: str = "fid") -> str:
     parts = []
     seeds = df["seed"].nunique()
@@ -138,11 +121,6 @@ def to_csv(df: pd.DataFrame, metric: str = "fid") -> str:
     return s.to_csv(index=False)
 
 
-def _tex(s: str) -> str:
-    return s.replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("%", "\\%").replace("&", "\\&") \
-        .replace("#", "\\#")
-
-
 def to_latex(df: pd.DataFrame, metric: str = "fid") -> str:
     """booktabs tables, one per model and guidance; best per column in bold; needs \\usepackage{booktabs}."""
     parts = []
@@ -158,7 +136,7 @@ def to_latex(df: pd.DataFrame, metric: str = "fid") -> str:
                 t = _cell_text(mean.at[solver, c], ci.at[solver, c], div.at[solver, c], metric, pm="$\\pm$")
                 t = t.replace("–", "--")
                 cells.append(f"\\textbf{{{t}}}" if best.at[solver, c] else t)
-            lines.append(_tex(solver) + " & " + " & ".join(cells) + " \\\\")
+            lines.append(tex_escape(solver) + " & " + " & ".join(cells) + " \\\\")
         lines += ["\\bottomrule", "\\end{tabular}"]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"

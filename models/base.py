@@ -104,11 +104,20 @@ def model_options(spec: str) -> tuple[str, dict]:
     return name, coerce_options(f"model '{name}'", raw, defaults, choices, _RANGES.get(name))
 
 
+_SCHEMES: dict[str, Callable] = {}
+
+
+def register_scheme(prefix: str, loader: Callable):
+    """Models named `<prefix><target>` (e.g. 'hf:google/ddpm-cifar10-32') are built by `loader(target, **opts)`;
+    the scheme's module registers itself, so this module imports none of them."""
+    _SCHEMES[prefix] = loader
+
+
 def load_model(spec: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> DiffusionModel:
     name, opts = model_options(spec)
-    if name.startswith("hf:"):
-        from .hub import load_hub_model
-        model = load_hub_model(name[3:], **opts)
+    scheme = next((s for s in _SCHEMES if name.startswith(s)), None)
+    if scheme is not None:
+        model = _SCHEMES[scheme](name[len(scheme):], **opts)
     else:
         model = _MODELS[name][0](**opts)
     model.name, model.spec = name, spec

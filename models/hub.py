@@ -31,7 +31,7 @@ from solvers.options import SpecError
 from solvers.denoiser import bcast
 from solvers.schedules import VE, VPDiscrete
 
-from .base import DiffusionModel, Reference
+from .base import DiffusionModel, Reference, register_scheme
 from .consistency_scalings import boundary_scalings
 
 F64 = torch.float64
@@ -372,3 +372,6 @@ def load_hub_model(repo_or_dir: str, **opts) -> HubUNet:
     model = cls(unet, sched, target, reference=reference, num_classes=num_classes)
     model.weights_sha256 = _checkpoint_sha256(root, sub, sched_path)
     return model
+
+
+register_scheme("hf:", load_hub_model)

@@ -1,5 +1,5 @@
 """DC-Solver (Zhao et al. 2024): dynamic compensation of UniPC's predictor-corrector misalignment
-(spec ../shared/algorithms/unipc-dc-solver.md sections 2-3).
+(docs/solvers.md#dc-solver).
 
 The newest history entry M_0 = x0(x~_{i-1}, t_{i-1}) was evaluated at the uncorrected predictor point. Before
 step i (1-based) it is replaced by the Lagrange polynomial in t (not lambda) through the three newest entries,
@@ -102,7 +102,7 @@ class DynamicCompensation:
 
 
 def search_ratios(solver, denoiser, x_T, grid, targets, iters: int = 40, lr: float = 0.1) -> list[float]:
-    """Greedy ratio search (spec 3.2): targets[i] is the exact ODE solution at grid[i + 1] from x_T.
+    """Greedy ratio search (docs/solvers.md#dc-solver): targets[i] is the exact ODE solution at grid[i + 1] from x_T.
 
     Each of the `iters` AdamW iterations at a step costs one evaluation (with its backward pass) through
     `denoiser`, whose count is the search's cost. The trajectory follows the solver's own states."""
@@ -145,7 +145,7 @@ class UniPCDC(DynamicCompensation, UniPC):
 class DPMpp2MDC(DynamicCompensation, UniPC):
     """DPM-Solver++(2M) with DC-Solver's dynamic compensation (learned ratios, 1 NFE a step).
 
-    Built as UniP-2 bh2 without corrector, which is DPM-Solver++(2M) (spec 1.6, 2.3), with DPM-Solver++'s
+    Built as UniP-2 bh2 without corrector, which is DPM-Solver++(2M), with DPM-Solver++'s
     lower_order_final rule (fewer than 15 steps); with every ratio 1 it is dpmpp-2m.
     """
 

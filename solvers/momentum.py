@@ -1,5 +1,5 @@
 """Heavy-ball momentum (HB) and Generalized Heavy Ball (GHVB), Wizadwongsa et al., ICLR 2024
-(spec ../shared/algorithms/pndm-momentum-time-shift.md section 2).
+(docs/solvers.md#momentum).
 
 Momentum damps the slope fed to an Euler step in the DDIM coordinates (xbar = x/alpha against sbar, or
 x/sigma against alpha/sigma for data prediction), which enlarges the stability region of high-order
@@ -30,7 +30,7 @@ class HeavyBall(LinearMultistep):
 
 
 def ghvb_coefficients(c: int, beta: float):
-    """GHVB weights a_j^(c)(beta) / beta on v_{n+1-j}, newest first (spec 2.4 table; each row sums to 1)."""
+    """GHVB weights a_j^(c)(beta) / beta on v_{n+1-j}, newest first (each row sums to 1)."""
     b = beta
     rows = {
         1: (b,),
@@ -66,7 +66,7 @@ def check_beta(name: str, beta: float):
 
 
 def momentum_number(m: float) -> tuple[int, float]:
-    """GHVB momentum number m -> (order r, beta): 3.8 -> (4, 0.8), 2 -> (2, 1.0) (spec 2.4); the fraction is
+    """GHVB momentum number m -> (order r, beta): 3.8 -> (4, 0.8), 2 -> (2, 1.0); the fraction is
     rounded to 12 digits because 3.8 % 1 is 0.7999999999999998 in floating point."""
     r = math.ceil(round(m, 12))
     return r, round(m - (r - 1), 12)
@@ -129,7 +129,7 @@ class GHVB(PseudoLinearMultistep):
 
 @register_solver("dpmpp-2m+hb")
 class DPMpp2MHeavyBall(Solver):
-    """DPM-Solver++(2M) with heavy-ball momentum on its slope D (spec 2.3), 1 NFE a step; default beta 0.8.
+    """DPM-Solver++(2M) with heavy-ball momentum on its slope D, 1 NFE a step; default beta 0.8.
 
     x_t = (sigma_t/sigma_s) x - alpha_t (e^{-h} - 1) v with v <- (1 - beta) v + beta D, D = m0 + (m0 - m1)/(2 r0):
     HB-Euler on the x0-ODE in (x/sigma, alpha/sigma). First-order steps (the first step, lower_order_final

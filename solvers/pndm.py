@@ -1,5 +1,5 @@
 """Pseudo numerical methods (Liu et al. 2022, PNDM): a classical ODE formula on the noise predictions, then
-the DDIM transfer (spec ../shared/algorithms/pndm-momentum-time-shift.md section 1).
+the DDIM transfer (docs/solvers.md#pndm).
 
 A step t -> t' has a gradient part, which combines noise predictions into an effective e', and the transfer
 phi(x_t, e'; t -> t') of PNDM eq. (9), which is the DDIM step (`noise_step`): x_t' = alpha_t' (x_t/alpha_t +
@@ -10,7 +10,7 @@ phi(x_t, e'; t -> t') of PNDM eq. (9), which is the DDIM step (`noise_step`): x_
 Every transfer of a step starts from the step's own x_t; only e1 (at x_t) enters the multistep history.
 Model outputs always reach the combination as eps (the Denoiser converts x0- and v-prediction), never raw.
 
-The AB coefficients are the constant ones whatever the grid, as in every reference implementation (spec 1.6):
+The AB coefficients are the constant ones whatever the grid, as in every reference implementation:
 they are exact for steps uniform in sbar only, so on the usual grids the methods are second order
 asymptotically (their higher-order terms still dominate at practical step counts).
 """

@@ -1,6 +1,8 @@
 """The solver registry: register_solver(name) decorates a Solver class; get_solver('name:key=val') builds one."""
 from __future__ import annotations
 
+from importlib.metadata import entry_points
+
 import torch
 
 from .grids import GRIDS, make_grid
@@ -22,9 +24,16 @@ def register_solver(name: str):
     return deco
 
 
+_entry_points_loaded = False
+
+
 def _ensure_plugins():
-    from . import plugins  # noqa: F401  (entry points of group nfebench.solvers, loaded once)
-    plugins.load_entry_points()
+    """Import the installed packages' solvers (entry points of group nfebench.solvers), once per process."""
+    global _entry_points_loaded
+    if not _entry_points_loaded:
+        _entry_points_loaded = True
+        for ep in entry_points(group="nfebench.solvers"):
+            ep.load()  # importing the module runs its @register_solver decorators
 
 
 def get_solver(spec: str) -> "Solver":

@@ -1,5 +1,5 @@
 """Time-Shift sampler (Li et al., ICLR 2024): feed the network, per sample, the time whose noise level matches
-the state (spec ../shared/algorithms/pndm-momentum-time-shift.md section 3).
+the state (docs/solvers.md#time-shift).
 
 After each step the state x reached at the nominal time tau is relabelled with the time s of a window around
 tau whose marginal noise variance best matches the state's empirical variance (exposure bias: the sampled
@@ -14,7 +14,7 @@ a continuous schedule gets N = 1000 virtual steps of T/1000 (t = (n + 1) T/1000,
 that maps DDPM steps to continuous time), so its candidates are tau + j T/1000 and the cutoff is the time
 (cutoff + 1) T/1000. On VE the candidate variance is sigma^2 as well (Var(x_t) = Var(x_0) + sigma_t^2).
 
-Deliberate deviations from the official code (TS-DPM / TS-DPM-ADM, spec 3.4), all three samplers:
+Deliberate deviations from the official code (TS-DPM / TS-DPM-ADM; docs/solvers.md#time-shift), all three samplers:
 * the canonical rule above everywhere: the official PNMSolver integration shifts the *target* time of the
   current transfer only, the DPM-Solver one measures the variance of the last model output (eps, about 1)
   and moves the update's target; we measure the state and relabel it;

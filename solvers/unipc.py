@@ -1,7 +1,7 @@
 """UniPC (Zhao et al. 2023): unified predictor-corrector, multistep, data prediction, B(h) variants.
 
 Step t_{i-1} -> t_i of order p with the history M_0 = x0 at t_{i-1}, M_k = x0 at t_{i-1-k} (paper eqs. 5-8 in
-the form of the official code, spec ../shared/algorithms/unipc-dc-solver.md section 1):
+the form of the official code, docs/solvers.md#unipc):
     hh = -h,  r_k = (lambda_{i-1-k} - lambda_{i-1}) / h (< 0),  D_k = (M_k - M_0) / r_k,
     B = hh (bh1) or e^hh - 1 (bh2),  b_k = k! psi_{k+1}(hh) / B,  R[j][k] = r_k^j  (r_p = 1),
     UniP-p:  x~ = base - alpha_t B sum_{k<p} rho^P_k D_k,          R[:p-1, :p-1] rho^P = b[:p-1]

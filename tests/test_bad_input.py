@@ -172,7 +172,7 @@ def test_the_same_plugin_twice_loads_once(tmp_path, capsys):
     args = ["run", "--plugin", str(p), "--plugin", str(p), "--models", "gmm2d", "--solvers", name, "--nfe", "2",
             "--samples", "8", "--metrics", "fid", "-q", "--no-plots", "--out", str(out)]
     assert main(args) == 0, capsys.readouterr().err
-    from solvers.plugins import load_plugin_file
+    from bench.plugins import load_plugin_file
     import os
     cwd = os.getcwd()
     try:

@@ -1,4 +1,4 @@
-"""Noise schedules and time grids against the values of the spec (shared/algorithms, sections 1.1-1.7)."""
+"""Noise schedules and time grids against published reference values (DDPM, DPM-Solver, EDM conventions)."""
 import math
 
 import numpy as np

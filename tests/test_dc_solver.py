@@ -1,7 +1,7 @@
 """DC-Solver: Lagrange compensation, identities with its base solvers, the ratio search and its calibration file.
 
 No reference implementation of DC-Solver is a test dependency (it lives in a fork of diffusers), so the checks are
-the spec's identities (../shared/algorithms/unipc-dc-solver.md section 8): every ratio 1 gives UniPC and
+the identities of docs/solvers.md#dc-solver: every ratio 1 gives UniPC and
 DPM-Solver++(2M) bit for bit, the 3-point weights for uniform spacing, the compensated value staying in the
 history, the NFE unchanged, and the search lowering the error it minimises.
 

@@ -1,25 +1,15 @@
-"""Solvers from outside the package: entry points of group `nfebench.solvers` and plugin files."""
+"""Solver plugin files (`--plugin my.py`, `plugins = [...]`): imported once each, a bad one stopped with one line.
+
+Installed packages register solvers through entry points of group `nfebench.solvers` (solvers/registry.py)."""
 from __future__ import annotations
 
 import hashlib
 import importlib.util
 import sys
-from importlib.metadata import entry_points
 from pathlib import Path
 
-from .options import SpecError
-
-_loaded = False
-
-
-def load_entry_points():
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for ep in entry_points(group="nfebench.solvers"):
-        ep.load()  # importing the module runs its @register_solver decorators
-
+from solvers.options import SpecError
+from solvers.registry import _REGISTRY
 
 _files: dict[str, object] = {}   # resolved plugin path -> its module: a file is loaded once per process
 
@@ -34,7 +24,6 @@ def load_plugin_file(path: str):
     key = str(p.resolve())
     if key in _files:
         return _files[key]
-    from .registry import _REGISTRY
     name = f"nfebench_plugin_{p.stem}_{hashlib.sha1(key.encode()).hexdigest()[:8]}"
     spec = importlib.util.spec_from_file_location(name, p)
     if spec is None or spec.loader is None:
