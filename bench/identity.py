@@ -21,6 +21,7 @@ import math
 from pathlib import Path
 
 import solvers
+from models.weights_store import sha256_of
 
 IDENTITY_VERSION = 1
 _PACKAGE_DIR = Path(solvers.__file__).resolve().parent
@@ -33,11 +34,7 @@ def file_sha256(path: str | Path) -> str:
     st = p.stat()
     key = (str(p), st.st_size, st.st_mtime_ns)
     if key not in _SHA_CACHE:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _SHA_CACHE[key] = h.hexdigest()
+        _SHA_CACHE[key] = sha256_of(p)
     return _SHA_CACHE[key]
 
 

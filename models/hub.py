@@ -33,6 +33,7 @@ from solvers.schedules import VE, VPDiscrete
 
 from .base import DiffusionModel, Reference, register_scheme
 from .consistency_scalings import boundary_scalings
+from .weights_store import sha256_of
 
 F64 = torch.float64
 INSTALL_HINT = "install the 'hub' extra: pip install -e '.[hub]'"
@@ -226,10 +227,7 @@ def _checkpoint_sha256(root: Path, sub: str | None, sched_path: Path) -> str:
     h = hashlib.sha256()
     for f in [*(d / w for w in WEIGHT_FILES), d / "config.json", Path(sched_path)]:
         if f.is_file():
-            h.update(f.name.encode())
-            with open(f, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
+            h.update(f"{f.name}:{sha256_of(f)}\n".encode())
     return h.hexdigest()
 
 
