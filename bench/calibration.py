@@ -58,18 +58,18 @@ def exact_states(model, x_T, y, guidance, grid, rtol: float) -> list[torch.Tenso
     return [s.cpu() for s in states[1:len(grid)]]
 
 
-def calibrate(model, solver, grid, x_T, y, guidance: float, rtol: float = 1e-6, iters: int = ITERS,
+def calibrate(model, solver, plan, x_T, y, guidance: float, rtol: float = 1e-6, iters: int = ITERS,
               lr: float = LR) -> dict:
-    """Search the ratios of a DC solver on `grid` from the noises x_T; the entry records its cost and effect."""
+    """Search the ratios of a DC solver on its plan from the noises x_T; the entry records its cost and effect."""
     t0 = time.perf_counter()
-    targets = exact_states(model, x_T, y, guidance, grid, rtol)
+    targets = exact_states(model, x_T, y, guidance, plan.grid, rtol)
     d = Denoiser(model, y=y, guidance=guidance)
-    ratios = search_ratios(solver, d, x_T, grid, targets, iters=iters, lr=lr)
+    ratios = search_ratios(solver, d, x_T, plan, targets, iters=iters, lr=lr)
     search_nfe = d.nfe
 
     def final_mse(rs):
         with torch.no_grad():
-            x = solver.with_ratios(rs).sample(Denoiser(model, y=y, guidance=guidance), x_T, grid)
+            x = solver.with_ratios(rs).sample(Denoiser(model, y=y, guidance=guidance), x_T, plan)
         return float(torch.mean((x.double().cpu() - targets[-1]) ** 2))
 
     return {"ratios": ratios, "noises": int(x_T.shape[0]), "noise_seed": CALIBRATION_SEED, "iters": iters,

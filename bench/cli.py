@@ -8,6 +8,8 @@ from pathlib import Path
 
 from solvers.options import SpecError
 
+from .results_rows import LOWER_IS_BETTER
+
 
 class UsageError(Exception):
     pass
@@ -18,7 +20,7 @@ class RunStopped(Exception):
 
 
 # Flags that keep `nfebench run` (no spec) the quick suite: where and how it runs and what it writes besides
-# its cells. Any other flag without a spec is a flag-only run from the neutral RunSpec defaults.
+# its cells. Any other flag without a spec is a flag-only run from the neutral RunConfig defaults.
 SUITE_SETTINGS = ("device", "batch_size", "out", "ratios", "fid_changes", "calibration", "memory_limit_gb")
 SPEC_FLAGS = ("models", "solvers", "nfe", "guidance", "seeds", "samples", "batch_size", "metrics", "device", "dtype",
               "out", "inception_weights", "fid_stats", "ratios", "fid_changes", "below_min_nfe", "kid_subsets",
@@ -26,11 +28,11 @@ SPEC_FLAGS = ("models", "solvers", "nfe", "guidance", "seeds", "samples", "batch
 
 
 def _neutral_defaults() -> str:
-    """What a flag-only run starts from: the RunSpec defaults, in words (for --help)."""
+    """What a flag-only run starts from: the RunConfig defaults, in words (for --help)."""
     from dataclasses import MISSING, fields
 
-    from .spec import RunSpec
-    d = {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(RunSpec)
+    from .spec import RunConfig
+    d = {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(RunConfig)
          if f.name in ("models", "solvers", "nfe", "guidance", "seeds", "samples", "metrics", "reference_samples",
                        "kid_subsets", "below_min_nfe", "name")}
     j = lambda v: ",".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v)  # noqa: E731
@@ -97,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tb = sub.add_parser("table", help="print the tables of a run")
     tb.add_argument("run")
-    tb.add_argument("--metric", default="fid", choices=["fid", "kid", "traj_rmse", "cond_acc", "diverged_frac"])
+    tb.add_argument("--metric", default="fid", choices=list(LOWER_IS_BETTER))   # every registered metric
     tb.add_argument("--format", default="md", choices=["md", "csv", "latex"])
     tb.add_argument("--ratio", action="append", default=None, metavar="MOD/BASE",
                     help="paired ratio table metric(MOD) / metric(BASE), seed by seed (repeatable)")
@@ -125,20 +127,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_spec(args):
     """The spec of `run`/`calibrate`: a spec file or suite with flags over it; no spec and no grid flags: the quick
-    suite (results/quick); grid flags without a spec: the neutral RunSpec defaults, `out` left empty (cmd_run
+    suite (results/quick); grid flags without a spec: the neutral RunConfig defaults, `out` left empty (cmd_run
     picks a new runs/ directory)."""
-    from .spec import RunSpec
+    from .spec import RunConfig
     flags = {k: getattr(args, k, None) for k in SPEC_FLAGS}
     plugins = list(getattr(args, "plugin", None) or [])
     if args.spec is None and (plugins or any(v is not None for k, v in flags.items() if k not in SUITE_SETTINGS)):
-        spec = RunSpec()
+        spec = RunConfig()
     elif args.spec is None:
-        spec = RunSpec.from_toml(_suite_path("quick"))
+        spec = RunConfig.from_toml(_suite_path("quick"))
         spec.out = spec.out if spec.out else "results/quick"
     elif Path(args.spec).suffix == ".toml" or Path(args.spec).exists():
-        spec = RunSpec.from_toml(args.spec)
+        spec = RunConfig.from_toml(args.spec)
     elif _suite_path(args.spec).is_file():
-        spec = RunSpec.from_toml(_suite_path(args.spec))
+        spec = RunConfig.from_toml(_suite_path(args.spec))
     else:
         raise SpecError(f"spec '{args.spec}' is neither a TOML file nor a shipped suite (quick, standard)")
     if plugins:
@@ -313,7 +315,7 @@ def cmd_train(args) -> int:
 
 def cmd_calibrate(args) -> int:
     """Search the ratios of every DC solver of the spec at each (model, NFE, guidance) missing from the file."""
-    from solvers import get_solver
+    from solvers import get_solver, list_solvers
 
     from .calibration import calibration_key
     from .runner import Runner, plan
@@ -322,13 +324,11 @@ def cmd_calibrate(args) -> int:
     spec = resolve_spec(args)
     check_output_file(spec.calibration, "calibration file")
 
-    def calibrated(spec_text):
-        solver = get_solver(spec_text)
-        return getattr(solver, "needs_ratios", False) and getattr(solver, "ratio", None) is None
-    dc = [s for s in spec.solvers if calibrated(s)]
+    dc = [s for s in spec.solvers if get_solver(s).needs_calibration]
     if not dc:
-        raise SpecError(f"no solver to calibrate in {', '.join(spec.solvers)}; calibrated solvers: unipc+dc, "
-                        "dpmpp-2m+dc (with any of their options except a constant ratio=)")
+        takers = ", ".join(n for n in list_solvers() if get_solver(n).needs_calibration)
+        raise SpecError(f"no solver to calibrate in {', '.join(spec.solvers)}; calibrated solvers: {takers} "
+                        "(with any of their options except a constant ratio=)")
     spec.solvers = dc
     runner = Runner(spec, spec.out, log=lambda msg: print(msg, file=sys.stderr))
     cells, notes = plan(spec)
@@ -342,9 +342,8 @@ def cmd_calibrate(args) -> int:
             continue
         seen.add((c.model, c.solver, c.nfe, c.guidance))
         model, solver = runner.model(c.model), get_solver(c.solver)
-        runner.calibrated_ratios(c, model, solver, solver.grid_for(model.schedule, c.nfe))
-        searched_as = getattr(solver, "calibration_spec", solver.spec)
-        e = runner.calibration.get(calibration_key(c.model, searched_as, c.nfe, c.guidance, spec.dtype))
+        runner.calibrated_ratios(c, model, solver, solver.plan(model.schedule, c.nfe))
+        e = runner.calibration.get(calibration_key(c.model, solver.calibration_spec, c.nfe, c.guidance, spec.dtype))
         print(f"| {c.model} | {c.solver} | {c.nfe} | {c.guidance:g} | {', '.join(f'{r:.3f}' for r in e['ratios'])} "
               f"| {e['search_nfe']} | {e['final_mse_ratio_1']:.3g} -> {e['final_mse_calibrated']:.3g} |")
     print(f"wrote {runner.calibration.path}; use it with: nfebench run ... --calibration {runner.calibration.path}",
@@ -363,6 +362,8 @@ def main(argv=None) -> int:
         if args.cmd is None:
             parser.print_help()
             return 2
+        from .plugins import load_installed_plugins
+        load_installed_plugins()   # installed packages' solvers, before any spec is resolved
         return COMMANDS[args.cmd](args)
     except (UsageError, SpecError, OSError, RunStopped) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -5,7 +5,9 @@ its registered reference dataset (`model.fid_reference`, e.g. 'digits'); both ar
 `models.classifier.register_fidelity`. Samples stay in model space (float (N, 1, 8, 8) in [-1, 1]); they are
 clipped to [-1, 1] as saving them as images would, and non-finite samples are dropped (never averaged in).
 FID and KID come from `torch_fidelity.calculate_metrics` (KID: `kid_subsets` subsets, default 100, of
-min(1000, N) samples). The
+min(1000, N) samples): torch-fidelity's own formulas (moments of float32 features, the eigenvalues of S1 S2),
+not bench/metrics.py's core, which agrees with them to rounding but not bit for bit, so the committed digits
+numbers stay torch-fidelity's. The
 reference features and FID statistics are cached by torch-fidelity under `cache_dir` (or the user cache dir),
 in a folder keyed by the extractor's weights sha256 so that retrained weights never meet stale statistics.
 Nothing touches the network.
@@ -21,8 +23,8 @@ import torch
 
 from solvers.options import SpecError
 
-KID_SUBSETS = 100
-KID_SUBSET_SIZE = 1000
+from .metrics import KID_SUBSET_SIZE, KID_SUBSETS  # torch-fidelity's defaults: 100 subsets of 1000
+
 _EXTRACTORS = ("digits-classifier",)
 
 
@@ -73,11 +75,11 @@ def fidelity_metrics(model, samples: torch.Tensor, labels: torch.Tensor | None,
     from models.classifier import classifier_info, classify, register_fidelity
     from models.digits_data import TensorImages
 
-    name = getattr(model, "feature_extractor", "digits-classifier")
+    name = model.feature_extractor
     if name not in _EXTRACTORS:
         raise SpecError(f"fidelity_metrics handles the feature extractors {', '.join(_EXTRACTORS)}; "
-                        f"model '{getattr(model, 'spec', '?')}' names '{name}'")
-    reference = getattr(model, "fid_reference", "digits")
+                        f"model '{model.spec}' names '{name}'")
+    reference = model.fid_reference or "digits"
     register_fidelity()
     x, y = _clean(samples, labels)
     out = {"fid": math.nan, "kid": math.nan, "cond_acc": math.nan}

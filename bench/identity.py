@@ -23,6 +23,8 @@ from pathlib import Path
 import solvers
 from models.weights_store import sha256_of
 
+from .metric_families import needing
+
 IDENTITY_VERSION = 1
 _PACKAGE_DIR = Path(solvers.__file__).resolve().parent
 _SHA_CACHE: dict = {}
@@ -70,7 +72,8 @@ def protocol(spec, model, n_samples: int) -> dict:
         out["reference_samples"] = min(spec.reference_samples or n_samples, n_samples)
     if "kid" in metrics:
         out["kid_subsets"] = spec.kid_subsets
-    if set(metrics) & {"fid", "kid", "cond_acc"}:
+    # the metrics scored in a feature space or with its classifier (FID, KID, cond_acc, precision/recall)
+    if set(metrics) & {"cond_acc"} or needing(metrics, "features"):
         out["features"] = feature_identity(spec, model)
     return out
 
@@ -98,7 +101,7 @@ def cell_identity(spec, model_spec: str, model, solver, nfe: int, guidance: floa
     ident = {"version": IDENTITY_VERSION, "model": model_identity(model_spec, model),
              "solver": solver_identity(solver), "nfe": int(nfe), "guidance": float(guidance), "seed": int(seed),
              "protocol": protocol(spec, model, n_samples)}
-    if solver.needs_ratios and solver.ratio is None:
+    if solver.needs_calibration:
         ident["calibration"] = str(Path(spec.calibration).resolve()) if spec.calibration else "run directory"
     return ident
 

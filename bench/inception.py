@@ -24,13 +24,11 @@ from torch.utils.data import Dataset
 
 from solvers.options import SpecError
 
-from .metrics import kid
+from .metrics import KID_SUBSET_SIZE, KID_SUBSETS, FrechetToReference, kid  # KID: 100 subsets of 1000
 from .metrics import moments as _moments
 
 EXTRACTOR = "inception-v3-compat"
 FEATURE = "2048"
-KID_SUBSETS = 100
-KID_SUBSET_SIZE = 1000
 
 _EXTRACTORS: dict = {}
 _REF_FEATURES: dict = {}
@@ -62,7 +60,7 @@ def to_uint8(samples: torch.Tensor) -> torch.Tensor:
 
 def _device(model, samples) -> bool:
     """Run the extractor on CUDA when the model (or the samples) live there."""
-    dev = str(getattr(model, "device", "cpu"))
+    dev = str(model.device)
     return torch.cuda.is_available() and (dev.startswith("cuda") or samples.is_cuda)
 
 
@@ -138,21 +136,26 @@ def moments(feats) -> tuple[np.ndarray, np.ndarray]:
 
 
 def frechet(mu1, sigma1, mu2, sigma2) -> float:
-    """||mu1 - mu2||^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^{1/2}) for symmetric PSD S1, S2.
+    """||mu1 - mu2||^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^{1/2}) for symmetric PSD S1, S2 (bench/metrics.py
+    `FrechetToReference`, with (mu2, S2) the reference)."""
+    return _frechet_to(mu2, sigma2).distance(mu1, sigma1)
 
-    tr((S1 S2)^{1/2}) = sum sqrt(eig(R S1 R)) with R = S2^{1/2}: two symmetric eigendecompositions, several
-    times faster at 2048 dimensions than a general matrix square root, and the same value.
-    """
-    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
-    s1, s2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
-    s1, s2 = (s1 + s1.T) / 2, (s2 + s2.T) / 2
-    w, v = np.linalg.eigh(s2)
-    r = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    m = r @ s1 @ r
-    ev = np.linalg.eigvalsh((m + m.T) / 2)
-    tr_covmean = float(np.sqrt(np.clip(ev, 0, None)).sum())
-    diff = mu1 - mu2
-    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean)
+
+_FRECHET_REFS: dict = {}
+
+
+def _frechet_to(mu, sigma) -> FrechetToReference:
+    """The FrechetToReference of a reference, kept for the last few references seen (its square root is the
+    costly part of every FID against it)."""
+    key = (id(mu), id(sigma))
+    hit = _FRECHET_REFS.get(key)
+    if hit is not None and hit[0] is mu and hit[1] is sigma:
+        return hit[2]
+    ref = FrechetToReference(mu, sigma)
+    if len(_FRECHET_REFS) >= 4:
+        _FRECHET_REFS.pop(next(iter(_FRECHET_REFS)))
+    _FRECHET_REFS[key] = (mu, sigma, ref)
+    return ref
 
 
 def _reference_features(reference: str, extractor, wtag: str, cuda: bool, cache_dir):
@@ -202,25 +205,47 @@ def save_fid_stats(reference: str, path, *, inception_weights: str | None = None
     return path
 
 
+def sample_features(model, samples: torch.Tensor, inception_weights: str | None = None) -> np.ndarray:
+    """(N, 2048) float32 pool3 features of image samples in [-1, 1] (what their FID and KID are taken on)."""
+    cuda = _device(model, samples)
+    extractor = feature_extractor(inception_weights or None, cuda)
+    return features(extractor, Uint8Images(samples), cuda).numpy()
+
+
+def reference_features(model, *, inception_weights: str | None = None, fid_stats: str | None = None,
+                       reference: str | None = None, cache_dir=None) -> np.ndarray | None:
+    """(M, 2048) pool3 features of the reference dataset a model's KID is taken against; None when the run
+    gives FID statistics (fid_stats: moments only) or the model names no reference."""
+    reference = reference or model.fid_reference or None
+    if fid_stats or reference is None:
+        return None
+    inception_weights = inception_weights or None
+    cuda = _device(model, torch.empty(0))
+    extractor = feature_extractor(inception_weights, cuda)
+    return _reference_features(reference, extractor, _weights_tag(inception_weights), cuda, cache_dir)[0]
+
+
 def inception_metrics(model, samples: torch.Tensor, *, inception_weights: str | None = None,
                       fid_stats: str | None = None, reference: str | None = None, cache_dir=None,
-                      kid_subsets_n: int = KID_SUBSETS) -> dict:
+                      kid_subsets_n: int = KID_SUBSETS, feats: np.ndarray | None = None) -> dict:
     """{'fid', 'kid'} of image samples in [-1, 1] under torch-fidelity's InceptionV3.
 
     fid_stats (an .npz with mu, sigma) takes precedence over `reference` (a torch-fidelity dataset name such as
     'cifar10-train', or a directory of images); KID needs reference features, so it is nan with fid_stats.
+    `feats`: the samples' features when already extracted (`sample_features`), else extracted here.
     """
     inception_weights = inception_weights or None
     fid_stats = fid_stats or None
-    reference = reference or getattr(model, "fid_reference", None) or None
+    reference = reference or model.fid_reference or None
     if fid_stats is None and reference is None:
-        raise SpecError(f"no FID reference for model '{getattr(model, 'spec', '?')}': pass --fid-stats STATS.npz "
+        raise SpecError(f"no FID reference for model '{model.spec}': pass --fid-stats STATS.npz "
                         "(mu, sigma) or a torch-fidelity dataset as the model option reference=NAME")
     if fid_stats is not None:
         mu_ref, sigma_ref = load_fid_stats(fid_stats)  # fail on a bad file before any feature extraction
     cuda = _device(model, samples)
     extractor = feature_extractor(inception_weights, cuda)
-    feats = features(extractor, Uint8Images(samples), cuda).numpy()
+    if feats is None:
+        feats = features(extractor, Uint8Images(samples), cuda).numpy()
     mu, sigma = moments(feats)
     if fid_stats is not None:
         return {"fid": frechet(mu, sigma, mu_ref, sigma_ref), "kid": math.nan}

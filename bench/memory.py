@@ -11,12 +11,13 @@ cell holds (the interpreter with torch, the model's weights, the time grid and x
 - scoring: the samples (kept, their finite copy) plus the largest working memory of the metrics, which run one
   after another (FID/KID/cond_acc, traj_rmse's reference solve) and the FID features kept for fid_changes.
 
-The per-model activation constants were measured on the CPU when this was written (peak RSS over one network
-call: gmm2d 1.6 kB a sample, digits 19 kB, digits-oracle 2.6 kB plus its 4,096-row logit blocks, the exact flow
-maps their base's plus dopri5's stages) and are kept about 1.5-2x above; a model may declare its own as
-`activation_bytes_per_sample` (and `activation_bytes_fixed`). Models without either (hub UNets, plugins) get
-DEFAULT_ACTIVATION_FACTOR bytes per sample element. A process with torch imported is about 0.8 GB resident
-before any cell (BASE_BYTES), so a limit below about 1 GB refuses every cell.
+Each model declares its activations as `activation_bytes_per_sample` and `activation_bytes_fixed`
+(models.base.DiffusionModel). The built-in models' constants were measured on the CPU when this was written (peak
+RSS over one network call: gmm2d 1.6 kB a sample, digits 19 kB, digits-oracle 2.6 kB plus its 4,096-row logit
+blocks) and are kept about 1.5-2x above; an exact flow map (`integrates` its base) costs its base's plus dopri5's
+stages. Models declaring none (hub UNets) get DEFAULT_ACTIVATION_FACTOR bytes per sample element. A process
+with torch imported is about 0.8 GB resident before any cell (BASE_BYTES), so a limit below about 1 GB refuses
+every cell.
 """
 from __future__ import annotations
 
@@ -34,15 +35,6 @@ DEFAULT_ACTIVATION_FACTOR = 2800   # bytes of network activations per sample ele
 REFERENCE_BATCH_BYTES = 1 << 30    # traj_rmse's dopri5 reference solve runs in batches of about this much
 DEFAULT_LIMIT_FRACTION = 0.5       # default memory_limit_gb: this share of the machine's physical memory
 
-# network activations of one model call, per sample of the batch (bytes at float32; float64 doubles them) and
-# a fixed part, by model class
-ACTIVATIONS = {
-    "GMM2D": (4_096, 0),                                  # (N, 9, 2, 2) float64 posterior terms
-    "Digits": (32_768, 0),                                # residual MLP, width 256, hidden 512
-    "DigitsCD": (32_768, 0),
-    "TeacherVEView": (32_768, 0),
-    "DigitsOracle": (6_144, 4_096 * 1_797 * 8 * 5),       # logits over 1,797 images, 4,096 rows a block
-}
 # per-sample features the FID of each feature extractor computes (float64 bytes) and fixed working memory
 FEATURE_DIMS = {"digits-classifier": 128, "inception-v3-compat": 2048}
 CLASSIFIER_BATCH_BYTES = 4_096 * 40_000       # the digits classifier's activations, 4,096 samples a batch
@@ -83,28 +75,27 @@ def _elements(model) -> int:
 def _module_bytes(obj, depth: int = 0) -> int:
     """Bytes of the torch parameters and buffers a model holds (its networks, a wrapped base model's)."""
     import torch
+
+    from models.base import DiffusionModel   # here: bench.spec imports this module without the models
     if depth > 2:
         return 0
     total = 0
-    for v in vars(obj).values() if hasattr(obj, "__dict__") else ():
+    for v in vars(obj).values():
         if isinstance(v, torch.nn.Module):
             total += sum(t.numel() * t.element_size() for t in (*v.parameters(), *v.buffers()))
         elif isinstance(v, torch.Tensor):
             total += v.numel() * v.element_size()
-        elif hasattr(v, "forward") and hasattr(v, "schedule"):   # a wrapped DiffusionModel (flow map's base)
+        elif isinstance(v, DiffusionModel):   # a wrapped model (a flow map's base, a teacher view's)
             total += _module_bytes(v, depth + 1)
     return total
 
 
 def activations(model, batch: int, itemsize: int, guidance: float = 1.0) -> int:
     """Rough bytes of one network call on `batch` samples (guidance != 1 evaluates 2 x batch)."""
-    n = batch * (2 if guidance != 1 and not getattr(model, "applies_guidance", False) else 1)
-    per, fixed = getattr(model, "activation_bytes_per_sample", None), getattr(model, "activation_bytes_fixed", 0)
-    if per is None and type(model).__name__ in ACTIVATIONS:
-        per, fixed = ACTIVATIONS[type(model).__name__]
-    base = getattr(model, "base", None)
-    if per is None and base is not None and hasattr(base, "shape"):   # an exact flow map: its base under dopri5
-        inner = activations(base, batch, itemsize, guidance)
+    n = batch * (2 if guidance != 1 and not model.applies_guidance else 1)
+    per, fixed = model.activation_bytes_per_sample, model.activation_bytes_fixed
+    if per is None and model.integrates is not None:   # an exact flow map: its base under dopri5
+        inner = activations(model.integrates, batch, itemsize, guidance)
         return inner + (ADAPTIVE_STAGES + SOLVER_WORK_COPIES) * batch * _elements(model) * 8
     if per is None:
         per = DEFAULT_ACTIVATION_FACTOR * _elements(model)
@@ -113,15 +104,8 @@ def activations(model, batch: int, itemsize: int, guidance: float = 1.0) -> int:
 
 def solver_state(solver, batch: int, elements: int) -> int:
     """The solver's state on one batch: its history (multistep), working copies, adaptive stages, noise."""
-    hist = getattr(solver, "history_length", None)
-    hist = hist() if callable(hist) else 0
-    order = getattr(solver, "max_order", None) or getattr(solver, "order", 1)
-    try:
-        hist = max(hist, math.ceil(float(order)))
-    except (TypeError, ValueError):
-        hist = max(hist, 4)
-    copies = hist + SOLVER_WORK_COPIES + (ADAPTIVE_STAGES if getattr(solver, "adaptive", False) else 0) + \
-        (STOCHASTIC_COPIES if getattr(solver, "stochastic", False) else 0)
+    copies = solver.history_length + SOLVER_WORK_COPIES + (ADAPTIVE_STAGES if solver.adaptive else 0) + \
+        (STOCHASTIC_COPIES if solver.stochastic else 0)
     return copies * batch * elements * 8
 
 
@@ -136,7 +120,7 @@ def reference_batch(model, n: int, guidance: float = 1.0) -> int:
 def _metrics(spec, model, n: int, elements: int, itemsize: int, guidance: float) -> dict[str, int]:
     """Working memory of each metric the cell computes (they run one after another), bytes."""
     wanted, out = set(spec.metrics), {}
-    kind = getattr(model, "feature_extractor", "data")
+    kind = model.feature_extractor
     if wanted & {"fid", "kid", "cond_acc"}:
         if kind == "data":
             m = min(KID_SUBSET, n, KID_REFERENCE)
@@ -156,7 +140,7 @@ def _metrics(spec, model, n: int, elements: int, itemsize: int, guidance: float)
         out["FID features"] = n * dim * 8 + (CLASSIFIER_BATCH_BYTES if kind != "data" else 0)
     if "traj_rmse" in wanted:
         k = min(spec.reference_samples or n, n)
-        ode = getattr(model, "ode_model", model)
+        ode = model.ode_model
         bs = min(spec.batch_size or reference_batch(ode, k, guidance), k)
         solve = (ADAPTIVE_STAGES + SOLVER_WORK_COPIES) * bs * elements * 8 + activations(ode, bs, 8, guidance)
         out["traj_rmse reference solve"] = solve + 6 * k * elements * 8
@@ -171,7 +155,7 @@ def estimate_cell_bytes(spec, model, solver, nfe: int, n_samples: int | None = N
     elements = _elements(model)
     bs = min(spec.batch_size or n, n)
     sample = n * elements * itemsize
-    steps = 2 if getattr(solver, "adaptive", False) else int(nfe) + 2
+    steps = 2 if solver.adaptive else int(nfe) + 2
     held = {"interpreter and torch": BASE_BYTES, "model weights": _module_bytes(model),
             f"time grid (NFE {nfe})": steps * GRID_BYTES_PER_STEP, "x_T": sample}
     padded = -(-n // NOISE_BLOCK) * NOISE_BLOCK
@@ -201,7 +185,7 @@ def _gb(b: float) -> str:
 def check_cell_memory(spec, model, solver, nfe: int, guidance: float = 1.0, label: str | None = None):
     """Raise SpecError (one line: the estimate, its largest part, the limit and how to change it) when a cell of
     `spec` with this model, solver and NFE would need more than spec.memory_limit_gb; 0 turns the check off."""
-    limit_gb = float(getattr(spec, "memory_limit_gb", 0) or 0)
+    limit_gb = float(spec.memory_limit_gb or 0)
     if limit_gb <= 0:
         return
     total, parts = estimate_cell_bytes(spec, model, solver, nfe, guidance=guidance)
@@ -209,7 +193,7 @@ def check_cell_memory(spec, model, solver, nfe: int, guidance: float = 1.0, labe
         return
     from solvers.options import SpecError
     big = max(parts, key=parts.get)
-    what = label or f"{getattr(model, 'spec', '?')} {getattr(solver, 'spec', '?')} NFE={nfe}" + \
+    what = label or f"{model.spec} {solver.spec} NFE={nfe}" + \
         (f" g={guidance:g}" if guidance != 1 else "")
     hints = []
     if big.startswith("time grid"):

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .metrics import FrechetToReference, moments
 from .quarantine import quarantine
 from .results_rows import title, within_budget
 from .runfiles import read_cell_features, read_reference_moments
@@ -34,7 +35,7 @@ FEATURE_BATCH = 4096   # classifier features of a cell this many samples at a ti
 
 def cell_features(model, x: torch.Tensor) -> np.ndarray | None:
     """The FID features of finite model-space samples x, as the cell's FID saw them (None: not saved)."""
-    kind = getattr(model, "feature_extractor", None)
+    kind = model.feature_extractor
     if kind == "data":
         return x.reshape(x.shape[0], -1).to(torch.float64).cpu().numpy()
     if kind == "digits-classifier":
@@ -51,17 +52,23 @@ def cell_features(model, x: torch.Tensor) -> np.ndarray | None:
 
 def reference_moments(model) -> tuple[np.ndarray, np.ndarray] | None:
     """Mean and covariance of the reference the model's FID is taken against (None: not available)."""
-    kind = getattr(model, "feature_extractor", None)
+    kind = model.feature_extractor
     if kind == "data":
         ref = model.reference
         if ref.mean is not None:
             return ref.mean.double().numpy().reshape(-1), ref.cov.double().numpy()
-        f = ref.samples.reshape(ref.samples.shape[0], -1).double().numpy()
-        return f.mean(0), np.cov(f, rowvar=False)
-    if kind == "digits-classifier" and getattr(model, "fid_reference", None) == "digits":
+        return moments(ref.samples)     # bench/metrics.py: np.mean's and np.cov's values in float64
+    if kind == "digits-classifier" and model.fid_reference == "digits":
+        return moments(reference_features(model))
+    return None
+
+
+def reference_features(model) -> np.ndarray | None:
+    """The FID features of the real data a digits-classifier model's FID is taken against (the 1,797 digits;
+    None: no such reference)."""
+    if model.feature_extractor == "digits-classifier" and model.fid_reference == "digits":
         from models.digits_data import load_digits_tensors
-        f = cell_features(model, load_digits_tensors()[0]).astype(np.float64)
-        return f.mean(0), np.cov(f, rowvar=False)
+        return cell_features(model, load_digits_tensors()[0])
     return None
 
 
@@ -87,26 +94,7 @@ def save_reference(run_dir, model: str, mu: np.ndarray, cov: np.ndarray):
 
 
 # ---- the Frechet distance of many resampled moment pairs against one reference -----------------------------
-
-class FrechetToReference:
-    """FID of (mu, cov) against a fixed reference; tr((C R)^1/2) = sum sqrt(eig(S C S)) with S = R^1/2, so
-    each replicate costs one symmetric eigendecomposition (batched)."""
-
-    def __init__(self, mu: np.ndarray, cov: np.ndarray):
-        cov = (cov + cov.T) / 2
-        w, v = np.linalg.eigh(cov)
-        self.mu, self.tr = torch.from_numpy(np.asarray(mu, np.float64)), float(np.trace(cov))
-        self.sqrt = torch.from_numpy((v * np.sqrt(np.clip(w, 0, None))) @ v.T)
-
-    def from_parts(self, mu: torch.Tensor, tr_cov: torch.Tensor, scs: torch.Tensor) -> torch.Tensor:
-        """FID from mu (B, d), tr(C) (B,) and S C S (B, d, d) -> (B,)."""
-        ev = torch.linalg.eigvalsh(scs).clamp(min=0)  # reads one triangle: rounding asymmetry is harmless
-        return ((mu - self.mu) ** 2).sum(-1) + tr_cov + self.tr - 2 * ev.sqrt().sum(-1)
-
-    def __call__(self, mu: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
-        """mu (B, d), cov (B, d, d), float64 -> FID (B,)."""
-        return self.from_parts(mu, cov.diagonal(dim1=-2, dim2=-1).sum(-1), self.sqrt @ cov @ self.sqrt)
-
+# (FrechetToReference, the batched Frechet distance to a fixed reference, is bench/metrics.py's)
 
 def weighted_fids(feats: np.ndarray, weights: torch.Tensor, frechet: FrechetToReference) -> torch.Tensor:
     """FID of each weighted copy of feats (row j repeated weights[b, j] times), weights (B, m) -> (B,).

@@ -199,14 +199,18 @@ def _points_grid(model, store, get, solvers, nfes, path, title):
     return path
 
 
-def plot_run(run_dir, metrics=("fid", "traj_rmse", "cond_acc")) -> list[Path]:
+def plot_run(run_dir, metrics=None) -> list[Path]:
+    """A metric-vs-NFE figure per metric the run has (default: those registered with table=True: FID,
+    trajectory RMSE, conditional accuracy, precision, recall), then the sample grids."""
+    from .metric_families import METRICS, tabled_metrics
     from .store import RunStore, load_results
     run_dir = Path(run_dir)
     df = load_results(run_dir)
     paths = []
-    for m in metrics:
+    for m in tabled_metrics() if metrics is None else metrics:
         if m in df.columns and df[m].notna().any():
-            log_y = {"traj_rmse": True, "cond_acc": False}.get(m)  # accuracy reads best on a linear 0..1 axis
+            # 'small' values (trajectory error) on a log axis; fractions (accuracy) read best on a linear 0..1 one
+            log_y = {"small": True, "fraction": False}.get(METRICS[m].scale if m in METRICS else "auto")
             paths += metric_vs_nfe(df, m, run_dir, loglog=log_y)
     paths += sample_grid(df, RunStore(run_dir), run_dir)
     return paths

@@ -1,17 +1,29 @@
 """Solver plugin files (`--plugin my.py`, `plugins = [...]`): imported once each, a bad one stopped with one line.
 
-Installed packages register solvers through entry points of group `nfebench.solvers` (solvers/registry.py)."""
+Installed packages register solvers through entry points of group `nfebench.solvers`, imported once per process
+by `load_installed_plugins` (the CLI and the runner call it; solvers/ itself loads nothing)."""
 from __future__ import annotations
 
 import hashlib
 import importlib.util
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from solvers.options import SpecError
 from solvers.registry import _REGISTRY
 
 _files: dict[str, object] = {}   # resolved plugin path -> its module: a file is loaded once per process
+_installed_loaded = False
+
+
+def load_installed_plugins():
+    """Import the installed packages' solvers (entry points of group nfebench.solvers), once per process."""
+    global _installed_loaded
+    if not _installed_loaded:
+        _installed_loaded = True
+        for ep in entry_points(group="nfebench.solvers"):
+            ep.load()  # importing the module runs its @register_solver decorators
 
 
 def load_plugin_file(path: str):

@@ -27,7 +27,7 @@ from solvers.options import SpecError
 
 
 def preflight(spec, load=None) -> None:
-    """Open and check every file and resource the run `spec` (a bench.spec.RunSpec) needs; SpecError if one is
+    """Open and check every file and resource the run `spec` (a bench.spec.RunConfig) needs; SpecError if one is
     bad. `load(model_spec)` gives a model (default: models.load_model)."""
     for p in spec.plugins:
         _check_plugin(p)
@@ -91,9 +91,9 @@ def _check_inception(spec, load) -> bool:
     need = False
     for m in hub:
         model = load(m)   # a missing or bad checkpoint: its own one-line SpecError, as plan() would give
-        if getattr(model, "feature_extractor", None) != "inception-v3-compat":
+        if model.feature_extractor != "inception-v3-compat":
             continue
-        reference = getattr(model, "fid_reference", None)
+        reference = model.fid_reference
         if spec.fid_stats:
             need = True
         elif reference:

@@ -24,7 +24,7 @@ def reference_solution(model, x_T, y, guidance, t_end, rtol, cache_dir: Path | N
         if cached is not None:
             return cached
     solver = get_solver(f"ode-dopri5:rtol={rtol},atol={rtol}")
-    model = getattr(model, "ode_model", model)   # a flow map's trajectories are those of the ODE it solves
+    model = model.ode_model   # a flow map's trajectories are those of the ODE it solves
     sched = model.schedule
     # a grid ending on the data point (sigma = 0) integrates to t_min, then takes the x0 jump there
     ends = [sched.T, float(t_end)] if float(t_end) > 0 else [sched.T, sched.t_min, 0.0]
@@ -34,7 +34,8 @@ def reference_solution(model, x_T, y, guidance, t_end, rtol, cache_dir: Path | N
     bs = batch_size or reference_batch(model, x_T.shape[0], guidance)
     for i in range(0, x_T.shape[0], bs):
         d = Denoiser(model, y=None if y is None else y[i:i + bs], guidance=guidance)
-        outs.append(solver.sample(d, x_T[i:i + bs].to(torch.float64), grid).to(torch.float64).cpu())
+        outs.append(solver.sample(d, x_T[i:i + bs].to(torch.float64), solver.plan_on(sched, grid))
+                    .to(torch.float64).cpu())
     x = torch.cat(outs)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,12 +1,37 @@
-"""What a results row means to every table, ratio and plot: metric names and directions, the budget rule,
-titles, LaTeX escaping. The modules that draw tables (tables, ratios, nfe_changes, plots) import it; it imports
-none of them."""
+"""What a results row means to every table, ratio and plot: metric names and directions (read from the metric
+registry, bench/metric.py), the budget rule, titles, LaTeX escaping. The modules that draw tables (tables,
+ratios, nfe_changes, plots) import it; it imports none of them."""
 from __future__ import annotations
+
+from collections.abc import Mapping
+from operator import attrgetter
 
 import pandas as pd
 
-LOWER_IS_BETTER = {"fid": True, "kid": True, "traj_rmse": True, "cond_acc": False, "diverged_frac": True}
-METRIC_NAMES = {"fid": "FID", "kid": "KID", "traj_rmse": "trajectory RMSE", "cond_acc": "conditional accuracy"}
+from .metric_families import METRICS
+
+
+class _RegistryView(Mapping):
+    """metric name -> one attribute of its registered Metric, read live (a metric registered later is in)."""
+
+    def __init__(self, attr: str):
+        self._get = attrgetter(attr)
+
+    def __getitem__(self, name):
+        return self._get(METRICS[name])
+
+    def __iter__(self):
+        return iter(METRICS)
+
+    def __len__(self):
+        return len(METRICS)
+
+    def __repr__(self):
+        return repr(dict(self))
+
+
+LOWER_IS_BETTER = _RegistryView("lower_is_better")   # {'fid': True, ..., 'cond_acc': False, ...}
+METRIC_NAMES = _RegistryView("label")                # {'fid': 'FID', 'traj_rmse': 'trajectory RMSE', ...}
 
 
 def over_budget(df: pd.DataFrame) -> pd.Series:

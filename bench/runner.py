@@ -1,4 +1,4 @@
-"""The grid runner: plans cells from a RunSpec, runs the missing ones, writes each as soon as it finishes."""
+"""The grid runner: plans cells from a RunConfig, runs the missing ones, writes each as soon as it finishes."""
 from __future__ import annotations
 
 import math
@@ -16,7 +16,8 @@ import torch
 from models import load_model, model_options
 from solvers import Denoiser, SpecError, get_solver
 from solvers.noise import NoiseStream, x_T_rows
-from .plugins import load_plugin_file
+from solvers.plan import BelowMinimumNFE, FixedNFE, PlanError
+from .plugins import load_installed_plugins, load_plugin_file
 
 from .calibration import (CALIBRATION_NOISES, CALIBRATION_SEED, CalibrationFile, calibrate, calibration_key,
                           guarded_ratios)
@@ -26,7 +27,7 @@ from .preflight import preflight
 from .nfe_changes import cell_features, reference_moments, save_cell_features, save_reference
 from .identity import cell_identity, differences, identity_hash
 from .reference import reference_solution
-from .spec import RunSpec
+from .spec import RunConfig
 from .store import RunStore, identity_key
 
 SAVED_SAMPLES = 512  # kept per cell for sample plots
@@ -60,11 +61,12 @@ class Cell:
         return f"{self.model} {self.solver} NFE={self.nfe}{g} seed={self.seed}"
 
 
-def plan(spec: RunSpec, load=None) -> tuple[list[Cell], list[str]]:
+def plan(spec: RunConfig, load=None) -> tuple[list[Cell], list[str]]:
     """Validate every spec up front (bad input fails before any work) and list the cells, each with its identity
     (`load(model_spec)` gives the model; default: load_model on the CPU)."""
     load = load or _plan_model
     preflight(spec, load)   # every file and resource the run needs, opened before any work
+    load_installed_plugins()
     for p in spec.plugins:
         try:
             load_plugin_file(p)
@@ -73,20 +75,29 @@ def plan(spec: RunSpec, load=None) -> tuple[list[Cell], list[str]]:
     notes: list[str] = []
     models = []
     for m in spec.models:
-        name, _ = model_options(m)
-        if name.startswith("hf:") and set(spec.metrics) & {"fid", "kid"} and not spec.fid_stats:
-            if getattr(load(m), "fid_reference", None) is None:
-                raise SpecError(f"model '{m}' has no FID reference: pass --fid-stats FILE.npz "
-                                "(or add reference=<torch-fidelity dataset> to the model spec)")
+        model_options(m)
+        # an Inception-scored model (hub checkpoints) is compared with a reference it must name
+        if set(spec.metrics) & {"fid", "kid"} and not spec.fid_stats and \
+                load(m).feature_extractor == "inception-v3-compat" and load(m).fid_reference is None:
+            raise SpecError(f"model '{m}' has no FID reference: pass --fid-stats FILE.npz "
+                            "(or add reference=<torch-fidelity dataset> to the model spec)")
         models.append(m)
     solvers = [get_solver(s) for s in spec.solvers]
+    for m in models:   # memory first: a plan of an absurd budget would itself take the memory
+        for g in spec.guidance:
+            if g == 1 or not _guidance_skip(load(m)):
+                for s in solvers:
+                    for n in spec.nfe:
+                        check_cell_memory(spec, load(m), s, n, g)   # refused before any work if too big
+    plans = {(m, s.spec, n): _try_plan(s, load(m).schedule, n) for m in models for s in solvers for n in spec.nfe}
+    for s in solvers:   # a solver none of whose budgets can be planned is bad input, before any work
+        errors = [plans[m, s.spec, n] for m in models for n in spec.nfe]
+        if all(isinstance(e, PlanError) for e in errors):
+            fixed = next((e for e in errors if isinstance(e, FixedNFE)), None)
+            if fixed is not None:
+                raise SpecError(f"solver '{s.spec}' spends exactly {fixed.nfe} NFE; add {fixed.nfe} to --nfe")
+            raise errors[-1]
     cells = []
-    for s in solvers:
-        if all(n < s.min_nfe for n in spec.nfe):
-            raise SpecError(f"NFE {max(spec.nfe)} is below the minimum for solver '{s.spec}': {s.min_nfe}")
-        fixed = getattr(s, "fixed_nfe", None)
-        if fixed is not None and fixed not in spec.nfe:
-            raise SpecError(f"solver '{s.spec}' spends exactly {fixed} NFE; add {fixed} to --nfe")
     for m in models:
         guidance_skip = _guidance_skip(load(m))
         for g in spec.guidance:
@@ -95,19 +106,29 @@ def plan(spec: RunSpec, load=None) -> tuple[list[Cell], list[str]]:
                 continue
             for s in solvers:
                 for n in spec.nfe:
-                    if n < s.min_nfe:
+                    p = plans[m, s.spec, n]
+                    if isinstance(p, BelowMinimumNFE):
                         if spec.below_min_nfe == "error":
-                            raise SpecError(f"NFE {n} is below the minimum for solver '{s.spec}': {s.min_nfe}")
-                        notes.append(f"{s.spec} NFE {n} skipped (min_nfe {s.min_nfe})")
+                            raise p
+                        notes.append(f"{s.spec} NFE {n} skipped (min_nfe {p.min_nfe})")
                         continue
-                    if getattr(s, "fixed_nfe", None) not in (None, n):
-                        notes.append(f"{s.spec} NFE {n} skipped (it spends exactly {s.fixed_nfe})")
+                    if isinstance(p, FixedNFE):
+                        notes.append(f"{s.spec} NFE {n} skipped (it spends exactly {p.nfe})")
                         continue
-                    check_cell_memory(spec, load(m), s, n, g)   # refused before any work if too big
+                    if isinstance(p, PlanError):
+                        raise p
                     for seed in spec.seeds:
                         ident = cell_identity(spec, m, load(m), s, n, g, seed, spec.samples)
                         cells.append(Cell(m, s.spec, n, g, seed, spec.samples, ident))
     return cells, sorted(set(notes))
+
+
+def _try_plan(solver, schedule, nfe):
+    """The solver's Plan for this budget, or the PlanError saying why there is none."""
+    try:
+        return solver.plan(schedule, nfe)
+    except PlanError as e:
+        return e
 
 
 _PLAN_MODELS: dict = {}
@@ -153,7 +174,7 @@ def check_output(out, x_T: torch.Tensor, solver: str):
 
 
 class Runner:
-    def __init__(self, spec: RunSpec, out: str | Path, progress=None, log=print, replace: bool = False):
+    def __init__(self, spec: RunConfig, out: str | Path, progress=None, log=print, replace: bool = False):
         self.spec, self.store, self.log, self.replace = spec, RunStore(out), log, replace
         self.progress = progress
         self._models: dict = {}
@@ -206,17 +227,17 @@ class Runner:
                 bar.set_postfix_str(cell.label())
             if not self.store.has(cell.key):  # else finished meanwhile by another process
                 try:
-                    row = self.run_cell(cell)
+                    result = self.run_cell(cell)
                 except KeyboardInterrupt:
                     raise
                 except (Exception, SystemExit) as e:  # a failing cell (even sys.exit in a plugin) never aborts
                     failed.append((cell, f"{type(e).__name__}: {e}"))  # the grid nor loses finished ones
                     self.log(f"cell failed: {cell.label()}: {type(e).__name__}: {e}")
                 else:
-                    self.store.write_samples(cell.key, self._last_samples)
-                    if self._last_features is not None:
-                        save_cell_features(self.store.root, cell.key, *self._last_features)
-                    self.store.write_cell(cell.key, row)
+                    self.store.write_samples(cell.key, result.samples)
+                    if result.features is not None:
+                        save_cell_features(self.store.root, cell.key, *result.features)
+                    self.store.write_cell(cell.key, result.row)
                     self.store.log_event(f"computed {cell.key}")
                     self.store.write_results()
         if bar is not None:
@@ -260,9 +281,9 @@ class Runner:
     def run_cell(self, cell: Cell) -> dict:
         model = self.model(cell.model)
         solver = get_solver(cell.solver)
-        grid = solver.grid_for(model.schedule, cell.nfe)
-        if solver.needs_ratios and solver.ratio is None:
-            solver = solver.with_ratios(self.calibrated_ratios(cell, model, solver, grid))
+        plan = solver.plan(model.schedule, cell.nfe)
+        if solver.needs_calibration:
+            solver = solver.with_ratios(self.calibrated_ratios(cell, model, solver, plan))
         x_T = initial_noise(model, cell.seed, cell.n_samples, self.dtype).to(self.spec.device)
         y = class_labels(model, cell.n_samples)
         bs = self.spec.batch_size or cell.n_samples
@@ -273,54 +294,56 @@ class Runner:
             d = Denoiser(model, y=yb, guidance=cell.guidance, budget=None if solver.adaptive else cell.nfe)
             noise = NoiseStream(cell.seed, start=i)   # stochastic solvers' noise, addressed by sample index
             with torch.no_grad():
-                out = solver.sample(d, x_T[i:i + bs], grid, generator=noise)
+                out = solver.sample(d, x_T[i:i + bs], plan, generator=noise)
             check_output(out, x_T[i:i + bs], cell.solver)
             outs.append(out.cpu())
             nfe_used = max(nfe_used, d.nfe)
         wall = time.perf_counter() - t0
         x = torch.cat(outs)
-        self._last_samples = {"x": x[:SAVED_SAMPLES].clone(), "y": None if y is None else y[:SAVED_SAMPLES]}
-        ok = finite_mask(x)
+        from .cell_data import CellData
+        from .metric_families import CellResult
+        data = CellData(model, x, finite_mask(x), y, x_T, plan.grid, cell, self.spec, self.cache_dir)
         row = {"model": cell.model, "solver": cell.solver, "nfe": cell.nfe, "nfe_used": nfe_used,
                "guidance": cell.guidance, "seed": cell.seed, "n_samples": cell.n_samples,
-               "cell_id": cell.cell_id, "identity": cell.identity,
-               "diverged_frac": float(1 - ok.double().mean()), "wall_s": wall,
+               "cell_id": cell.cell_id, "identity": cell.identity, "wall_s": wall,
                "samples_per_s": cell.n_samples / wall if wall > 0 else math.nan}
-        row.update(self.score(model, cell, x, ok, x_T, y, grid))
-        self._last_features = self.fid_features(model, cell, x, ok)
-        return row
+        row.update(self.score(data))   # diverged_frac and the wanted metrics
+        return CellResult(row, {"x": x[:SAVED_SAMPLES].clone(), "y": None if y is None else y[:SAVED_SAMPLES]},
+                          self.fid_features(data))
 
     @property
     def calibration(self) -> CalibrationFile:
         return CalibrationFile(self.spec.calibration or self.store.root / "calibration.json")
 
-    def calibrated_ratios(self, cell: Cell, model, solver, grid) -> list[float]:
+    def calibrated_ratios(self, cell: Cell, model, solver, plan) -> list[float]:
         """A DC solver's ratios for this cell's (model, NFE, guidance): from the calibration file, else searched
         now on the calibration noises and added to it (the search's NFE are recorded there, not in the cell)."""
-        searched_as = getattr(solver, "calibration_spec", solver.spec)   # guard=true shares the search
+        searched_as = solver.calibration_spec   # guard=true shares the search
         key = calibration_key(cell.model, searched_as, cell.nfe, cell.guidance, self.spec.dtype)
         with self.calibration.locked():
-            entry = self._calibration_entry(cell, model, solver, grid, searched_as, key)
+            entry = self._calibration_entry(cell, model, solver, plan, searched_as, key)
         return guarded_ratios(entry, solver.guard)
 
-    def _calibration_entry(self, cell, model, solver, grid, searched_as, key) -> dict:
+    def _calibration_entry(self, cell, model, solver, plan, searched_as, key) -> dict:
         entry = self.calibration.get(key)
         if entry is None:
             self.log(f"calibrating {searched_as} for {cell.model} NFE={cell.nfe} g={cell.guidance:g} "
                      f"({CALIBRATION_NOISES} noises) -> {self.calibration.path}")
             x_T = initial_noise(model, CALIBRATION_SEED, CALIBRATION_NOISES, self.dtype).to(self.spec.device)
             y = class_labels(model, CALIBRATION_NOISES)
-            entry = calibrate(model, solver, grid, x_T, None if y is None else y.to(self.spec.device),
+            entry = calibrate(model, solver, plan, x_T, None if y is None else y.to(self.spec.device),
                               cell.guidance, rtol=self.spec.reference_rtol)
             self.calibration.put(key, entry)
         return entry
 
-    def fid_features(self, model, cell, x, ok):
-        """(sample indices, FID features) of the finite samples, for paired FID-change intervals; None for
-        models whose features are not kept (InceptionV3) or runs without FID."""
-        if "fid" not in self.spec.metrics or ok.sum() < 2:
+    def fid_features(self, data):
+        """(sample indices, FID features) of the finite samples of a cell (its CellData), for paired FID-change
+        intervals; None for models whose features are not kept (InceptionV3) or runs without FID."""
+        from .nfe_changes import FEATURE_EXTRACTORS
+        model, cell, ok = data.model, data.cell, data.ok
+        if "fid" not in self.spec.metrics or ok.sum() < 2 or model.feature_extractor not in FEATURE_EXTRACTORS:
             return None
-        feats = cell_features(model, x[ok])
+        feats = data.features()
         if feats is None:
             return None
         if cell.model not in self._references:
@@ -331,38 +354,11 @@ class Runner:
             self._references.add(cell.model)
         return ok.nonzero().flatten().numpy(), feats
 
-    def score(self, model, cell, x, ok, x_T, y, grid) -> dict:
-        """Metrics over the finite samples only: a diverged sample never silently enters an average."""
-        m = {k: math.nan for k in ("fid", "kid", "traj_rmse", "cond_acc")}
-        xs = x[ok]
-        if xs.shape[0] < 1:
-            return m
-        wanted = set(self.spec.metrics)
-        if wanted & {"fid", "kid", "cond_acc"}:   # FID and KID need 2 finite samples; traj_rmse, cond_acc one
-            if model.feature_extractor in ("data", "inception-v3-compat") and xs.shape[0] < 2:
-                pass
-            elif model.feature_extractor == "data":
-                m.update(data_space_metrics(model, xs, self.spec.kid_subsets))
-            elif model.feature_extractor == "inception-v3-compat":
-                from .inception import inception_metrics
-                m.update(inception_metrics(model, xs, inception_weights=self.spec.inception_weights or None,
-                                           fid_stats=self.spec.fid_stats or None,
-                                           reference=getattr(model, "fid_reference", None),
-                                           cache_dir=self.cache_dir, kid_subsets_n=self.spec.kid_subsets))
-            else:
-                from .fidelity import fidelity_metrics
-                m.update(fidelity_metrics(model, xs, None if y is None else y[ok], cache_dir=self.cache_dir,
-                                           kid_subsets=self.spec.kid_subsets))
-        if "traj_rmse" in wanted:
-            # paired noise: the first k samples of every cell share x_T, so one reference serves them all
-            k = min(self.spec.reference_samples or x.shape[0], x.shape[0])
-            ref = reference_solution(model, x_T[:k], None if y is None else y[:k], cell.guidance, grid[-1],
-                                     self.spec.reference_rtol, self.cache_dir,
-                                     f"{cell.model}|{cell.seed}|{self.spec.dtype}", self.spec.batch_size)
-            okk = ok[:k]
-            if okk.sum() >= 1:
-                m["traj_rmse"] = traj_rmse(x[:k][okk], ref[okk])
-        return {k: v for k, v in m.items() if k in wanted or not math.isnan(v)}
+    def score(self, data) -> dict:
+        """diverged_frac and the spec's metrics of a cell (its CellData), each through the metric registry
+        (bench/metric.py), over the finite samples only: a diverged sample never silently enters an average."""
+        from .metric_families import compute_metrics
+        return compute_metrics(data, self.spec.metrics)
 
     @property
     def cache_dir(self) -> Path:
@@ -373,7 +369,7 @@ def _now():
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _run_meta(spec: RunSpec, started, finished) -> dict:
+def _run_meta(spec: RunConfig, started, finished) -> dict:
     return {"spec": spec.to_dict(), "started": started, "finished": finished, "versions": _versions(),
             "git_commit": _git_commit(), "device": _device(spec.device), "python": sys.version.split()[0],
             "platform": platform.platform(), "command": " ".join(sys.argv)}

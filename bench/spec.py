@@ -14,7 +14,7 @@ from pathlib import Path
 from solvers import noise
 from solvers.options import Range, SpecError
 
-METRICS = ("fid", "kid", "traj_rmse", "cond_acc")
+from .metric_families import CHOOSABLE as METRICS  # the registered metrics (bench/metric.py), read live
 MAX_SEED = noise.MAX_SEED   # seeds 0..MAX_SEED: the range where no two noise streams coincide (solvers/noise.py)
 MAX_NFE = 100_000
 MAX_SAMPLES = 10_000_000
@@ -40,7 +40,7 @@ SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]{0,127}")
 
 
 @dataclass
-class RunSpec:
+class RunConfig:
     models: list[str] = field(default_factory=lambda: ["gmm2d"])
     solvers: list[str] = field(default_factory=lambda: ["ddim", "dpmpp-2m"])
     nfe: list[int] = field(default_factory=lambda: [5, 10, 20])
@@ -66,7 +66,7 @@ class RunSpec:
     memory_limit_gb: float = field(default_factory=lambda: _default_memory_limit_gb())  # cells over it: refused
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> "RunSpec":
+    def from_toml(cls, path: str | Path) -> "RunConfig":
         p = Path(path)
         if p.is_dir():
             raise SpecError(f"spec file {path} is a directory; accepted: a TOML file or a shipped suite name")
@@ -249,7 +249,7 @@ def check_output_dir(path: str | Path, what: str = "run directory"):
     except SpecError:
         raise
     except (OSError, ValueError) as e:
-        reason = getattr(e, "strerror", None) or str(e)
+        reason = (e.strerror if isinstance(e, OSError) else None) or str(e)
         raise SpecError(f"{what} {path} cannot be written (in {anc}: {reason}); accepted: a directory on a "
                         "writable file system") from None
 

@@ -9,7 +9,10 @@ import math
 import pandas as pd
 from scipy import stats
 
+from .metric_families import METRICS, tabled_metrics
 from .results_rows import LOWER_IS_BETTER, METRIC_NAMES, tex_escape, over_budget, title, within_budget  # noqa: F401
+
+HEADLINE = "fid"   # every run's first table (fid_vs_nfe.md/.tex are named after it), present or not
 
 def summarize(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Mean, 95% half-width and seed count per (model, guidance, solver, nfe)."""
@@ -51,9 +54,10 @@ def _best(mean: pd.DataFrame, metric: str) -> pd.DataFrame:
 def _fmt(v, metric):
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
-    if metric == "kid" or metric == "traj_rmse":
+    scale = METRICS[metric].scale if metric in METRICS else "auto"   # the metric's registered style
+    if scale == "small":
         return f"{v:.3g}" if abs(v) >= 1e-3 else f"{v:.2e}"
-    if metric == "cond_acc":
+    if scale == "fraction":
         return f"{v:.3f}"
     return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
 
@@ -150,7 +154,8 @@ def render(df: pd.DataFrame, metric: str = "fid", fmt: str = "md") -> str:
 
 
 def write_tables(df: pd.DataFrame, run_dir, ratio_pairs=(), log=None, fid_changes=False) -> None:
-    """fid_vs_nfe.md (FID, trajectory error, conditional accuracy), fid_vs_nfe.tex, ratios.md when the
+    """fid_vs_nfe.md (FID, then each other metric registered with table=True that the run has: trajectory
+    error, conditional accuracy, precision, recall), fid_vs_nfe.tex, ratios.md when the
     spec names ratio pairs (those whose two solvers are both in the results), and fid_changes.md (paired
     FID changes between NFEs) when asked for."""
     from pathlib import Path
@@ -167,13 +172,12 @@ def write_tables(df: pd.DataFrame, run_dir, ratio_pairs=(), log=None, fid_change
         if "cond_acc" in df.columns and df["cond_acc"].notna().any():
             text += "\n" + ratios.to_markdown(df, pairs, "cond_acc")
         atomic_write(Path(run_dir) / "ratios.md", f"# Paired ratios, modified / base\n\n{text}")
-    text = to_markdown(df, "fid")
-    if "traj_rmse" in df.columns and df["traj_rmse"].notna().any():
-        text += "\n" + to_markdown(df, "traj_rmse")
-    if "cond_acc" in df.columns and df["cond_acc"].notna().any():
-        text += "\n" + to_markdown(df, "cond_acc")
+    text = to_markdown(df, HEADLINE)
+    for metric in tabled_metrics():
+        if metric != HEADLINE and metric in df.columns and df[metric].notna().any():
+            text += "\n" + to_markdown(df, metric)
     atomic_write(Path(run_dir) / "fid_vs_nfe.md", f"# FID-vs-NFE tables\n\n{text}")
-    atomic_write(Path(run_dir) / "fid_vs_nfe.tex", to_latex(df, "fid"))  # booktabs, for a paper
+    atomic_write(Path(run_dir) / "fid_vs_nfe.tex", to_latex(df, HEADLINE))  # booktabs, for a paper
     if fid_changes and "fid" in df.columns and df["fid"].notna().any():
         from .nfe_changes import write_changes
         write_changes(df, run_dir, log=log)

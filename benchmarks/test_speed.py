@@ -19,11 +19,11 @@ def gmm():
 @pytest.mark.parametrize("spec", SOLVERS)
 def test_sampling_speed_gmm2d(benchmark, gmm, spec):
     solver = get_solver(spec)
-    grid = solver.grid_for(gmm.schedule, 20)
+    grid = solver.plan(gmm.schedule, 20)
     x_T = torch.randn(2000, 2, generator=torch.Generator().manual_seed(0))
 
     def run():
-        return solver.sample(Denoiser(gmm, budget=20), x_T, grid)
+        return solver.sample_on(Denoiser(gmm, budget=20), x_T, grid)
 
     out = benchmark(run)
     assert torch.isfinite(out).all()
@@ -38,6 +38,6 @@ def test_solver_overhead_vs_network(benchmark, gmm):
             return torch.zeros_like(x)
 
     solver = get_solver("dpmpp-3m")
-    grid = solver.grid_for(gmm.schedule, 50)
+    grid = solver.plan(gmm.schedule, 50)
     x_T = torch.randn(2000, 2)
-    benchmark(lambda: solver.sample(Denoiser(Zero(), budget=50), x_T, grid))
+    benchmark(lambda: solver.sample_on(Denoiser(Zero(), budget=50), x_T, grid))

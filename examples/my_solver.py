@@ -3,7 +3,7 @@
 Run it against the field without touching the package:
     nfebench run --plugin examples/my_solver.py --solvers my-heun-x0,ddim,dpmpp-2m --nfe 4,8,16
 """
-from solvers import Solver, register_solver
+from solvers import Plan, Solver, register_solver
 from solvers.exponential import Interval, data_step
 
 
@@ -11,10 +11,14 @@ from solvers.exponential import Interval, data_step
 class MyHeunX0(Solver):
     """Example plugin: exponential Heun, a DDIM predictor corrected with the mean of two x0 predictions."""
 
-    order, nfe_per_step, min_nfe, default_grid = 2, 2, 2, "logSNR"
+    nominal_order, nfe_per_step, min_nfe, default_grid = 2, 2, 2, "logSNR"
 
-    def sample(self, denoiser, x_T, grid, generator=None):
-        x = x_T
+    def plan_on(self, schedule, grid):
+        """2 NFE a step; the jump to sigma = 0 has nothing to correct (1 NFE)."""
+        return Plan(grid, tuple(1 if float(schedule.sigma(t)) == 0 else 2 for t in grid[1:]))
+
+    def sample(self, denoiser, x_T, plan, generator=None):
+        x, grid = x_T, plan.grid
         for s, t in zip(grid[:-1], grid[1:]):
             step = Interval(denoiser.schedule, s, t)
             D_s = denoiser.x0(x, s)                  # 1 NFE

@@ -47,7 +47,7 @@ def cell_samples(model, solver_spec: str, nfe: int, seed: int, n: int, guidance:
     x_T = initial_noise(model, seed, n, torch.float32)
     d = Denoiser(model, y=class_labels(model, n), guidance=guidance, budget=None if solver.adaptive else nfe)
     with torch.no_grad():
-        return solver.sample(d, x_T, solver.grid_for(model.schedule, nfe),
+        return solver.sample(d, x_T, solver.plan(model.schedule, nfe),
                              generator=torch.Generator().manual_seed(10_007 * seed + 1))
 
 

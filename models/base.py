@@ -5,10 +5,11 @@ from typing import Callable
 
 import torch
 
+from solvers.denoiser import Network
 from solvers.options import SpecError, closest, coerce_options, parse_spec
 
 
-class DiffusionModel:
+class DiffusionModel(Network):
     """A pretrained (or exact) diffusion model behind one interface.
 
     schedule:  the solvers' NoiseSchedule it was trained with
@@ -20,18 +21,36 @@ class DiffusionModel:
     guidable:  False where classifier-free guidance does not apply although labels do (a consistency model
                distils one guidance scale): runs skip guidance != 1 for it
     weights_sha256: sha256 of the weights it loaded, part of every cell's identity (None: an exact model)
+
+    Optional capabilities, declared here with their defaults (the harness reads them, never probes for them):
+    applies_guidance, has_flow_map (solvers.denoiser.Network); fid_reference: the dataset its FID is scored
+    against; ode_model: the model whose PF-ODE its trajectories follow (traj_rmse's reference solve);
+    integrates: the model each of its calls solves the PF-ODE of (an exact flow map's base);
+    activation_bytes_per_sample / activation_bytes_fixed: one call's activations, for bench/memory.py.
     """
 
     name = "?"
-    spec = "?"
+    spec = "?"      # the spec it was loaded from (load_model sets it)
     prediction = "eps"
     shape: tuple = ()
     num_classes: int | None = None
     feature_extractor = "data"
     guidable = True
     weights_sha256: str | None = None
+    fid_reference: str | None = None    # the FID reference: a torch-fidelity dataset name (digits) or None
+    # bytes of one network call per sample of the batch (at float32; float64 doubles it) and a fixed part;
+    # None: bench/memory.py assumes a UNet's DEFAULT_ACTIVATION_FACTOR per sample element
+    activation_bytes_per_sample: int | None = None
+    activation_bytes_fixed: int = 0
+    integrates: "DiffusionModel | None" = None   # each call is a dopri5 solve of this model (memory estimates)
     dtype = torch.float32
     device = "cpu"
+
+    @property
+    def ode_model(self) -> "DiffusionModel":
+        """The model whose PF-ODE a trajectory from this one follows (traj_rmse's reference): itself, unless a
+        flow map or consistency model names the ODE it was made from."""
+        return self
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Network output at continuous times t (a (N,) float64 tensor; map with schedule.model_time)."""
@@ -65,7 +84,6 @@ class Reference:
 
 _MODELS: dict[str, tuple[Callable, dict, dict, str]] = {}
 _RANGES: dict[str, dict] = {}   # model name -> numeric option -> declared range ((lo, hi) closed, or Range)
-HUB_RANGES = {"num_classes": (1, 100_000)}   # hf:<repo|dir> options checked before loading
 
 
 def register_model(name: str, defaults: dict | None = None, choices: dict | None = None,
@@ -86,16 +104,19 @@ def list_models() -> dict[str, str]:
 
 def model_options(spec: str) -> tuple[str, dict]:
     """Parse and validate a model spec without building the model."""
-    if spec.strip().startswith("hf:"):
-        # hf:<repo|dir>[:key=value,...]: the target itself may hold ':' or '/', options follow the last ':'
-        target, sep, rest = spec.strip()[3:].rpartition(":")
+    scheme = scheme_of(spec.strip())
+    if scheme is not None:
+        # <prefix><target>[:key=value,...]: the target itself may hold ':' or '/', options follow the last ':'
+        body = spec.strip()[len(scheme):]
+        target, sep, rest = body.rpartition(":")
         if not sep or "=" not in rest:
-            target, rest = spec.strip()[3:], ""
-        raw = parse_spec(f"hf:{rest}", "model")[1] if rest else {}
-        if "num_classes" in raw:
-            coerce_options(f"hub model '{target.strip()}'", {"num_classes": raw["num_classes"]}, {"num_classes": 0},
-                           None, HUB_RANGES)   # only checked here: load_hub_model reads the text
-        return "hf:" + target.strip(), raw
+            target, rest = body, ""
+        raw = parse_spec(f"{scheme.rstrip(':')}:{rest}", "model")[1] if rest else {}
+        _, owner, defaults, ranges = _SCHEMES[scheme]
+        checked = {k: v for k, v in raw.items() if k in defaults}
+        if checked:   # only checked here: the loader reads the text
+            coerce_options(f"{owner} '{target.strip()}'", checked, defaults, None, ranges)
+        return scheme + target.strip(), raw
     name, raw = parse_spec(spec, "model")
     if name not in _MODELS:
         raise SpecError(f"unknown model '{name}'; closest registered: {closest(name, _MODELS)}"
@@ -104,20 +125,28 @@ def model_options(spec: str) -> tuple[str, dict]:
     return name, coerce_options(f"model '{name}'", raw, defaults, choices, _RANGES.get(name))
 
 
-_SCHEMES: dict[str, Callable] = {}
+_SCHEMES: dict[str, tuple[Callable, str, dict, dict]] = {}   # prefix -> (loader, owner, defaults, ranges)
 
 
-def register_scheme(prefix: str, loader: Callable):
-    """Models named `<prefix><target>` (e.g. 'hf:google/ddpm-cifar10-32') are built by `loader(target, **opts)`;
-    the scheme's module registers itself, so this module imports none of them."""
-    _SCHEMES[prefix] = loader
+def register_scheme(prefix: str, loader: Callable, owner: str = "model", defaults: dict | None = None,
+                    ranges: dict | None = None):
+    """Models named `<prefix><target>[:key=value,...]` (e.g. 'hf:google/ddpm-cifar10-32') are built by
+    `loader(target, **opts)` with the options as text; those in `defaults` are type- and range-checked (`ranges`)
+    by model_options before loading, errors naming `<owner> '<target>'`. The scheme's module registers itself,
+    so this module imports none of them."""
+    _SCHEMES[prefix] = (loader, owner, dict(defaults or {}), dict(ranges or {}))
+
+
+def scheme_of(name: str) -> str | None:
+    """The registered scheme prefix a model name or spec starts with (None: a registered model's name)."""
+    return next((s for s in _SCHEMES if name.startswith(s)), None)
 
 
 def load_model(spec: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> DiffusionModel:
     name, opts = model_options(spec)
-    scheme = next((s for s in _SCHEMES if name.startswith(s)), None)
+    scheme = scheme_of(name)
     if scheme is not None:
-        model = _SCHEMES[scheme](name[len(scheme):], **opts)
+        model = _SCHEMES[scheme][0](name[len(scheme):], **opts)
     else:
         model = _MODELS[name][0](**opts)
     model.name, model.spec = name, spec

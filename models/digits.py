@@ -28,6 +28,7 @@ from .weights_store import load_weights
 
 WEIGHTS_NAME = "digits"
 ARCH = {"width": 256, "blocks": 4, "mult": 2, "temb": 128}
+ACTIVATION_BYTES = 32_768   # one call's activations per sample (ARCH's MLP; measured peak RSS, ~1.5-2x above)
 
 
 def timestep_embedding(steps: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -105,6 +106,7 @@ class Digits(NetModel):
     prediction = "eps"
     feature_extractor = "digits-classifier"
     fid_reference = "digits"
+    activation_bytes_per_sample = ACTIVATION_BYTES
 
     def __init__(self, weights: str = ""):
         self.schedule = VPDiscrete()

@@ -26,7 +26,7 @@ from solvers.schedules import VE, VPDiscrete
 
 from .base import DiffusionModel, Reference, register_model
 from .consistency_scalings import boundary_scalings
-from .digits import ARCH, DigitsEpsNet, NetModel
+from .digits import ACTIVATION_BYTES, ARCH, DigitsEpsNet, NetModel
 from .digits_data import NUM_CLASSES, SHAPE, load_digits_tensors
 from .weights_store import load_weights
 
@@ -72,6 +72,7 @@ class TeacherVEView(DiffusionModel):
     exact ODE solution (distillation error and sampler together)."""
 
     prediction = "eps"
+    activation_bytes_per_sample = ACTIVATION_BYTES
 
     def __init__(self, base: DiffusionModel, schedule: VE):
         self.base, self.schedule = base, schedule
@@ -91,6 +92,8 @@ class DigitsCD(NetModel):
     guidable = False
     feature_extractor = "digits-classifier"
     fid_reference = "digits"
+    activation_bytes_per_sample = ACTIVATION_BYTES
+    _ode_model: DiffusionModel | None = None   # the teacher's VE view, built on first use (ode_model)
 
     def __init__(self, weights: str = "", clip: bool = True):
         vp = VPDiscrete()
@@ -111,7 +114,7 @@ class DigitsCD(NetModel):
     @property
     def ode_model(self) -> DiffusionModel:
         """The teacher's PF-ODE in this model's coordinates: the reference trajectories (traj_rmse) are its."""
-        if getattr(self, "_ode_model", None) is None:
+        if self._ode_model is None:
             from .digits import Digits
             teacher = Digits()
             teacher.dtype = self.dtype

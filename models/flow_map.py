@@ -26,18 +26,23 @@ F64 = torch.float64
 class ExactFlowMap(DiffusionModel):
     prediction = "x0"
     applies_guidance = True
+    has_flow_map = True
 
     def __init__(self, base: DiffusionModel, rtol: float = 1e-6):
         self.base, self.rtol = base, float(rtol)
         self.schedule, self.shape, self.num_classes = base.schedule, base.shape, base.num_classes
         self.feature_extractor, self.weights_sha256 = base.feature_extractor, base.weights_sha256
-        if hasattr(base, "fid_reference"):
-            self.fid_reference = base.fid_reference
+        self.fid_reference = base.fid_reference
         self.inner_nfe = 0
 
     @property
     def ode_model(self) -> DiffusionModel:
         """The model whose PF-ODE this map solves: the reference trajectories (traj_rmse) are its."""
+        return self.base
+
+    @property
+    def integrates(self) -> DiffusionModel:
+        """Each call is a dopri5 solve of the base (its memory: the base's activations and dopri5's stages)."""
         return self.base
 
     @property
@@ -79,7 +84,7 @@ RTOL_RANGE = Range(0, 1, lo_open=True, hi_open=True)   # dopri5 tolerance of the
 
 def _flow_of(base_spec: str, rtol: float, dtype: str = "float64") -> ExactFlowMap:
     """The state is integrated in float64; `dtype` is the base network's (float32 is ~3x faster on a CPU)."""
-    return ExactFlowMap(load_model(base_spec, dtype=getattr(torch, dtype)), rtol)
+    return ExactFlowMap(load_model(base_spec, dtype={"float64": F64, "float32": torch.float32}[dtype]), rtol)
 
 
 @register_model("gmm2d-flow", defaults={"schedule": "vp-discrete", "rtol": 1e-6},

@@ -372,4 +372,5 @@ def load_hub_model(repo_or_dir: str, **opts) -> HubUNet:
     return model
 
 
-register_scheme("hf:", load_hub_model)
+register_scheme("hf:", load_hub_model, "hub model", defaults={"num_classes": 0},
+                ranges={"num_classes": (1, 100_000)})   # the number of real classes, checked before loading

@@ -5,6 +5,7 @@ Pure math on tensors: no I/O, and no imports from `models` or `bench`.
 from .denoiser import Denoiser, NFEBudgetExceeded, Prediction
 from .grids import GRIDS, make_grid
 from .options import SpecError, parse_spec
+from .plan import BelowMinimumNFE, FixedNFE, Plan, PlanError
 from .registry import Solver, get_solver, list_solvers, register_solver
 from .schedules import SCHEDULES, VE, NoiseSchedule, VPCosine, VPDiscrete, VPLinear
 
@@ -15,5 +16,5 @@ from . import consistency, dc_solver, momentum, pndm, time_shift, unipc  # noqa:
 __all__ = [
     "Denoiser", "NFEBudgetExceeded", "Prediction", "GRIDS", "make_grid", "SpecError", "parse_spec",
     "Solver", "get_solver", "list_solvers", "register_solver", "SCHEDULES", "VE", "NoiseSchedule",
-    "VPCosine", "VPDiscrete", "VPLinear",
+    "VPCosine", "VPDiscrete", "VPLinear", "Plan", "PlanError", "BelowMinimumNFE", "FixedNFE",
 ]

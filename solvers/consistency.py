@@ -14,8 +14,8 @@ import torch
 
 from .denoiser import bcast, gaussian_like
 from .exponential import Interval, data_step
-from .grids import make_grid
 from .options import Range, SpecError
+from .plan import FixedNFE, Plan
 from .registry import Solver, register_solver
 
 
@@ -58,7 +58,7 @@ class ConsistencyMultistep(Solver):
     `N=` points elsewhere; NFE = len(ts) - 1). Stochastic: z_k comes from the runner's generator.
     """
 
-    order = 1
+    nominal_order = 1
     stochastic = True
     default_grid = "karras"
     consistency_sampler = True   # meant for consistency models (suite digits-cd; the standard suite leaves it out)
@@ -71,7 +71,7 @@ class ConsistencyMultistep(Solver):
             raise SpecError("solver 'cm-multistep': give ts= or grid=, not both")
         if self.N and not self.ts:
             raise SpecError("solver 'cm-multistep': N= is the size of the index grid of ts=; give ts= too")
-        if self.ts:   # its form up front; its last index against the model's N once the model is known (grid_for)
+        if self.ts:   # its form up front; its last index against the model's N once the model is known (plan)
             try:
                 idx = [int(v) for v in self.ts.split("/")]
             except ValueError:
@@ -82,27 +82,23 @@ class ConsistencyMultistep(Solver):
                 raise SpecError(f"solver 'cm-multistep': ts={self.ts} is not an increasing '/'-separated index list "
                                 f"from 0{to}, e.g. ts=0/22/39")
 
-    @property
-    def fixed_nfe(self) -> int | None:
-        """An index list fixes the NFE (the runner skips the other NFE of a run)."""
-        return len(self.ts.split("/")) - 1 if self.ts else None
-
-    def grid_for(self, schedule, nfe: int) -> torch.Tensor:
-        if self.ts:
-            n_idx = self.N or getattr(schedule, "consistency_steps", None)
+    def plan(self, schedule, nfe: int) -> Plan:
+        if self.ts:   # an index list fixes the NFE: other budgets raise FixedNFE (the runner skips those cells)
+            spends = len(self.ts.split("/")) - 1
+            if nfe != spends:
+                raise FixedNFE(self.spec, nfe, spends)
+            n_idx = self.N or schedule.consistency_steps
             if not n_idx:
                 raise SpecError("solver 'cm-multistep': ts= indexes a Karras grid of N points; this model is not a "
                                 "consistency checkpoint, so give N= too (e.g. ts=0/22/39,N=40)")
-            grid = index_grid(schedule, self.ts, n_idx, getattr(schedule, "rho", self.rho))
-            if len(grid) - 1 != nfe:
-                raise SpecError(f"solver 'cm-multistep:ts={self.ts}' spends {len(grid) - 1} NFE; asked for NFE {nfe}")
-            return grid
-        if getattr(schedule, "consistency_steps", None) and "grid" not in self.given:
-            return consistency_grid(schedule, nfe)
-        return make_grid(self.grid, schedule, self.steps_for(nfe), rho=self.rho)
+            return self.plan_on(schedule, index_grid(schedule, self.ts, n_idx, schedule.rho or self.rho))
+        if schedule.consistency_steps and "grid" not in self.given:
+            self.require_nfe(nfe)
+            return self.plan_on(schedule, consistency_grid(schedule, nfe))
+        return super().plan(schedule, nfe)
 
-    def sample(self, denoiser, x_T, grid, generator=None):
-        sched, x = denoiser.schedule, x_T
+    def sample(self, denoiser, x_T, plan, generator=None):
+        sched, x, grid = denoiser.schedule, x_T, plan.grid
         ve = sched.kind == "ve"
         for k in range(len(grid) - 1):
             x0 = denoiser.x0(x, grid[k])
@@ -131,7 +127,7 @@ class CTMGamma(Solver):
     x0-prediction as g, which is DDIM's step (so gamma = 0 there is DDIM on the same grid).
     """
 
-    order = 1
+    nominal_order = 1
     default_grid = "karras"
     defaults = {"gamma": 0.0}
     ranges = {"gamma": Range(0, 1, note="gamma must be in [0, 1]")}
@@ -155,8 +151,8 @@ class CTMGamma(Solver):
         sg_s = (1.0 - self.gamma ** 2) ** 0.5 * (sg_next - sg_min) + sg_min
         return grid[-1] if float(sg_s) == 0.0 else schedule.t_of_lambda(-torch.log(sg_s))
 
-    def sample(self, denoiser, x_T, grid, generator=None):
-        sched, x = denoiser.schedule, x_T
+    def sample(self, denoiser, x_T, plan, generator=None):
+        sched, x, grid = denoiser.schedule, x_T, plan.grid
         for i in range(len(grid) - 1):
             s = self.jump_time(sched, grid, i)
             if denoiser.has_flow_map:

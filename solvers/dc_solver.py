@@ -24,8 +24,10 @@ import torch
 
 from .denoiser import bcast
 from .options import SpecError
+from .dpmpp import DPMpp2M, DPMpp3M
+from .multistep import History, Modifier
 from .registry import register_solver
-from .unipc import History, UniPC
+from .unipc import UniPC
 
 DC_POINTS = 3   # K + 1 with the reference's dc_order K = 2
 
@@ -51,10 +53,12 @@ def compensate(hist: History, rho) -> History:
     return hist.with_newest(M_hat)
 
 
-class DynamicCompensation:
-    """Mixin for a UniPC-structured solver (start/step/History): DC before every step with 3 history entries."""
+class DynamicCompensation(Modifier):
+    """DC-Solver's modifier: before every step with 3 history entries, compensate the newest (hook
+    adjust_history of the multistep core)."""
 
-    needs_ratios = True   # the harness calibrates them (bench/calibration.py) unless `ratio` is given
+    hook = "adjust_history"
+    needs_calibration = True   # the harness searches the ratios (bench/calibration.py) unless `ratio` is given
     ranges = {"ratio": (-10, 10)}   # a constant ratio; calibrated ones fall within -1.4..4.5 on the suites
     ratios = None         # one per step, rho_1..rho_M
 
@@ -62,6 +66,8 @@ class DynamicCompensation:
         super().check()
         if self.guard and self.ratio is not None:
             raise SpecError(f"solver '{self.name}': guard= applies to calibrated ratios, not to a constant ratio=")
+        if self.ratio is not None:
+            self.needs_calibration = False
 
     @property
     def calibration_spec(self) -> str:
@@ -74,6 +80,7 @@ class DynamicCompensation:
         solver.ratios = [float(r) for r in ratios]
         return solver
 
+    @property
     def history_length(self) -> int:
         return max(self.order, DC_POINTS)
 
@@ -91,25 +98,26 @@ class DynamicCompensation:
                             f"than {DC_POINTS} evaluations to interpolate), got {self.ratios[:DC_POINTS - 1]}")
         return self.ratios
 
-    def sample(self, denoiser, x_T, grid, generator=None):
-        ratios = self.ratios_for(len(grid) - 1)
-        x, hist = x_T, self.start(denoiser, x_T, grid)
-        for i, rho in enumerate(ratios):
-            if len(hist.Ms) >= DC_POINTS and rho != 1.0:   # exact test, as the reference
-                hist = compensate(hist, rho)
-            x, hist = self.step(denoiser, x, hist, grid, i)
-        return x
+    def context(self, plan) -> dict:
+        return {**super().context(plan), "ratios": self.ratios_for(plan.steps)}
+
+    def adjust_history(self, hist, i, ctx):
+        rho = ctx["ratios"][i]
+        if len(hist.Ms) >= DC_POINTS and rho != 1.0:   # exact test, as the reference
+            return compensate(hist, rho)
+        return hist
 
 
-def search_ratios(solver, denoiser, x_T, grid, targets, iters: int = 40, lr: float = 0.1) -> list[float]:
+def search_ratios(solver, denoiser, x_T, plan, targets, iters: int = 40, lr: float = 0.1) -> list[float]:
     """Greedy ratio search (docs/solvers.md#dc-solver): targets[i] is the exact ODE solution at grid[i + 1] from x_T.
 
     Each of the `iters` AdamW iterations at a step costs one evaluation (with its backward pass) through
     `denoiser`, whose count is the search's cost. The trajectory follows the solver's own states."""
     ratios = []
     with torch.no_grad():
-        x, hist = x_T, solver.start(denoiser, x_T, grid)
-    for i in range(len(grid) - 1):
+        # the search compensates each step's history itself: the context's ratios (all 1) are never applied
+        x, hist, ctx = solver.with_ratios([1.0] * plan.steps).begin(denoiser, x_T, plan)
+    for i in range(plan.steps):
         rho = 1.0
         if len(hist.Ms) >= DC_POINTS:
             theta = torch.ones((), dtype=torch.float64, requires_grad=True)
@@ -117,7 +125,7 @@ def search_ratios(solver, denoiser, x_T, grid, targets, iters: int = 40, lr: flo
             target = targets[i].to(device=x.device, dtype=x.dtype)
             for _ in range(iters):
                 with torch.enable_grad():
-                    x_next, _ = solver.step(denoiser, x, compensate(hist, theta), grid, i)
+                    x_next, _ = solver.step(denoiser, x, compensate(hist, theta), plan, i, ctx)
                     loss = torch.mean((x_next - target) ** 2)
                     (grad,) = torch.autograd.grad(loss, theta, allow_unused=True)
                 theta.grad = torch.zeros_like(theta) if grad is None else grad
@@ -125,8 +133,11 @@ def search_ratios(solver, denoiser, x_T, grid, targets, iters: int = 40, lr: flo
             rho = float(theta.detach())
         ratios.append(rho)
         with torch.no_grad():
-            x, hist = solver.step(denoiser, x, compensate(hist, rho) if rho != 1.0 else hist, grid, i)
+            x, hist = solver.step(denoiser, x, compensate(hist, rho) if rho != 1.0 else hist, plan, i, ctx)
     return ratios
+
+
+DC_DEFAULTS = {"ratio": None, "guard": False}
 
 
 @register_solver("unipc+dc")
@@ -138,17 +149,24 @@ class UniPCDC(DynamicCompensation, UniPC):
     so DC also acts at order 2, as in the reference's diffusers port).
     """
 
-    defaults = {**UniPC.defaults, "ratio": None, "guard": False}
+    defaults = {**UniPC.defaults, **DC_DEFAULTS}
 
 
 @register_solver("dpmpp-2m+dc")
-class DPMpp2MDC(DynamicCompensation, UniPC):
-    """DPM-Solver++(2M) with DC-Solver's dynamic compensation (learned ratios, 1 NFE a step).
+class DPMpp2MDC(DynamicCompensation, DPMpp2M):
+    """DPM-Solver++(2M) with DC-Solver's dynamic compensation (learned ratios, 1 NFE a step); with every ratio 1
+    it is dpmpp-2m."""
 
-    Built as UniP-2 bh2 without corrector, which is DPM-Solver++(2M), with DPM-Solver++'s
-    lower_order_final rule (fewer than 15 steps); with every ratio 1 it is dpmpp-2m.
-    """
-
-    order, variant, corrector, final_threshold = 2, "bh2", False, 15
-    defaults = {"lower_order_final": True, "ratio": None, "guard": False}
+    defaults = {"lower_order_final": True, **DC_DEFAULTS}
     choices = {}
+    solver_type = "dpmsolver"
+
+
+@register_solver("dpmpp-3m+dc")
+class DPMpp3MDC(DynamicCompensation, DPMpp3M):
+    """DPM-Solver++(3M) with DC-Solver's dynamic compensation (a combination the core makes possible: DC's
+    3-entry history is 3M's own); with every ratio 1 it is dpmpp-3m."""
+
+    defaults = {"lower_order_final": True, **DC_DEFAULTS}
+    choices = {}
+    solver_type = "dpmsolver"

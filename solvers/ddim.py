@@ -12,7 +12,7 @@ from .registry import Solver, register_solver
 class DDIM(Solver):
     """DDIM; eta=0 is the probability-flow ODE's first-order exponential integrator (= DPM-Solver-1)."""
 
-    order = 1
+    nominal_order = 1
     default_grid = "time_uniform"
     defaults = {"eta": 0.0}
     ranges = {"eta": (0, 1)}      # 0: deterministic (the PF-ODE), 1: DDPM's posterior variance
@@ -21,8 +21,8 @@ class DDIM(Solver):
     def stochastic(self):
         return self.eta > 0
 
-    def sample(self, denoiser, x_T, grid, generator=None):
-        sched, x = denoiser.schedule, x_T
+    def sample(self, denoiser, x_T, plan, generator=None):
+        sched, x, grid = denoiser.schedule, x_T, plan.grid
         for s, t in zip(grid[:-1], grid[1:]):
             iv = Interval(sched, s, t)
             pred = denoiser.predict(x, s)

@@ -43,6 +43,31 @@ def gaussian_like(x: torch.Tensor, generator=None) -> torch.Tensor:
     return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=dev).to(x.device)
 
 
+class Network:
+    """What the Denoiser reads of a model, declared with defaults (models.base.DiffusionModel subclasses it).
+
+    schedule: the NoiseSchedule it was trained with; prediction: what `forward` returns ('eps', 'x0' or 'v');
+    num_classes: None when unconditional (label `num_classes` is the null label of classifier-free guidance);
+    guidable: False where guidance does not apply although labels do (a consistency model distils one scale);
+    applies_guidance: `forward(x, t, y, guidance=g)` applies guidance itself (an exact flow map);
+    has_flow_map: it offers `flow_map(x, t, s, y, guidance)`, a trajectory model's two-time network (CTM).
+    """
+
+    name = "?"
+    schedule = None
+    prediction = "eps"
+    num_classes: int | None = None
+    guidable = True
+    applies_guidance = False
+    has_flow_map = False
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None, **kw) -> torch.Tensor:
+        raise NotImplementedError
+
+    def flow_map(self, x, t, s, y=None, guidance: float = 1.0) -> torch.Tensor:
+        raise NotImplementedError(f"model '{self.name}' has no flow map G(x, t, s)")
+
+
 def _per_sample(t, x: torch.Tensor) -> torch.Tensor:
     """A time (scalar or (N,)) as a float64 (N,) tensor on x's device."""
     t = as_t(t).to(x.device)
@@ -59,10 +84,12 @@ class Denoiser:
         if y is not None:
             y = torch.as_tensor(y, dtype=torch.long)
         self.y = y
-        if self.guidance != 1.0 and (getattr(model, "num_classes", None) is None or y is None):
+        if not isinstance(model, Network):
+            raise TypeError(f"the Denoiser needs a solvers.Network (models.DiffusionModel is one), got {type(model).__name__}")
+        if self.guidance != 1.0 and (model.num_classes is None or y is None):
             raise ValueError("classifier-free guidance != 1 needs a class-conditional model and labels y")
-        if self.guidance != 1.0 and not getattr(model, "guidable", True):
-            raise ValueError(f"model '{getattr(model, 'name', '?')}' distils one guidance scale (a consistency "
+        if self.guidance != 1.0 and not model.guidable:
+            raise ValueError(f"model '{model.name}' distils one guidance scale (a consistency "
                              "model): guidance != 1 does not apply to it")
 
     @property
@@ -100,7 +127,7 @@ class Denoiser:
         a = bcast(self.schedule.alpha(t_vec), x)
         s = bcast(self.schedule.sigma(t_vec), x)
         y = self._labels(n, x.device)
-        if getattr(self.model, "applies_guidance", False):   # guidance is inside the model (an exact flow map)
+        if self.model.applies_guidance:   # guidance is inside the model (an exact flow map)
             eps = self._eps_of(self.model.forward(x, t_vec, y, guidance=self.guidance), x, a, s)
         elif self.guidance == 1.0:
             eps = self._eps_of(self.model.forward(x, t_vec, y), x, a, s)
@@ -116,13 +143,13 @@ class Denoiser:
 
     @property
     def has_flow_map(self) -> bool:
-        return hasattr(self.model, "flow_map")
+        return self.model.has_flow_map
 
     def flow_map(self, x: torch.Tensor, t, s) -> torch.Tensor:
         """x_s = G(x_t, t, s), one evaluation (1 NFE) of a trajectory model's two-time network (CTM). Guidance is
         the model's to apply: a jump is not a linear combination of a conditional and an unconditional one."""
         if not self.has_flow_map:
-            raise ValueError(f"model '{getattr(self.model, 'name', '?')}' has no flow map G(x, t, s)")
+            raise ValueError(f"model '{self.model.name}' has no flow map G(x, t, s)")
         self._count()
         y = self._labels(x.shape[0], x.device)
         return self.model.flow_map(x, _per_sample(t, x), _per_sample(s, x), y, self.guidance)

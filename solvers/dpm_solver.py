@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from .denoiser import bcast
 from .exponential import Interval, data_step, noise_step, singlestep_orders
-from .grids import ends_at_data, make_grid
+from .grids import ends_at_data
+from .plan import Plan
 from .registry import Solver, register_solver
 
 
@@ -19,34 +20,25 @@ class _Singlestep(Solver):
     predict_x0 = False
 
     @property
-    def order(self):
+    def nominal_order(self):
         return self.max_order
 
-    def steps_for(self, nfe):
-        super().steps_for(nfe)
-        return len(singlestep_orders(nfe, self.max_order))
-
-    def _plan(self, nfe, to_data):
-        """Orders spending `nfe`; a grid ending at sigma = 0 ends with a first-order (1 NFE) jump to x0."""
-        if not to_data:
-            return singlestep_orders(nfe, self.max_order)
-        return (singlestep_orders(nfe - 1, self.max_order) if nfe > 1 else []) + [1]
-
-    def grid_for(self, schedule, nfe):
+    def plan(self, schedule, nfe):
+        """Orders spending `nfe` (evals = orders); a grid ending at sigma = 0 ends with a first-order jump to x0."""
+        self.require_nfe(nfe)
         if ends_at_data(self.grid, schedule):
-            self.steps_for(nfe)
-            return make_grid(self.grid, schedule, len(self._plan(nfe, True)), rho=self.rho)
-        return super().grid_for(schedule, nfe)
+            orders = (singlestep_orders(nfe - 1, self.max_order) if nfe > 1 else []) + [1]
+        else:
+            orders = singlestep_orders(nfe, self.max_order)
+        return Plan(self.time_grid(schedule, len(orders)), tuple(orders))
 
-    def _orders(self, denoiser, steps, to_data):
-        nfe = denoiser.remaining if denoiser.remaining is not None else steps * self.max_order
-        plan = self._plan(nfe, to_data)
-        return plan if len(plan) == steps else [self.max_order] * steps
+    def plan_on(self, schedule, grid):
+        """Every step at the highest order, the jump to sigma = 0 first order."""
+        return Plan(grid, tuple(1 if float(schedule.sigma(t)) == 0 else self.max_order for t in grid[1:]))
 
-    def sample(self, denoiser, x_T, grid, generator=None):
-        sched, x = denoiser.schedule, x_T
-        orders = self._orders(denoiser, len(grid) - 1, float(sched.sigma(grid[-1])) == 0.0)
-        for k, s, t in zip(orders, grid[:-1], grid[1:]):
+    def sample(self, denoiser, x_T, plan, generator=None):
+        sched, x, grid = denoiser.schedule, x_T, plan.grid
+        for k, s, t in zip(plan.evals, grid[:-1], grid[1:]):
             iv = Interval(sched, s, t)
             k = 1 if iv.to_data else k
             x = (self._step_x0 if self.predict_x0 else self._step_eps)(denoiser, sched, iv, x, k)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from .denoiser import bcast
 from .exponential import Interval, data_step, multistep_order
-from .registry import Solver, register_solver
+from .multistep import Multistep
+from .registry import register_solver
 
 
-def dpmpp_multistep_update(iv: Interval, x, Ds, lams, order: int, solver_type: str = "dpmsolver"):
+def dpmpp_multistep_update(iv: Interval, x, Ds, lams, order: int, solver_type: str = "dpmsolver",
+                           d2_weight: str = "reference"):
     """One DPM-Solver++ multistep update from the newest point of the history (Ds, lams: oldest first)."""
     D0 = Ds[-1]
     x_next = data_step(iv, x, D0)
@@ -30,43 +32,65 @@ def dpmpp_multistep_update(iv: Interval, x, Ds, lams, order: int, solver_type: s
     D2 = (D1_0 - D1_1) / bcast(r0 + r1, x)                  # ~ h^2 D''/2
     # The reference codes (official, diffusers, k-diffusion) weight D2 by phi3; the Taylor integral of
     # (tau^2/2) D'' needs 2 phi3, so the reference 3M is second order (local error O(h^3), measured slope 2).
-    # solver_type='taylor' uses the exact weight (measured order 3); the default keeps reference parity.
-    c2 = 2.0 if solver_type == "taylor" else 1.0
+    # d2_weight='exact' uses the exact weight (measured order 3); the default keeps reference parity.
+    c2 = 2.0 if d2_weight == "exact" else 1.0
     return x_next + bcast(iv.alpha_t * iv.phi2, x) * D1 - bcast(c2 * iv.alpha_t * iv.phi3, x) * D2
 
 
-class _DPMppMultistep(Solver):
+def dpmpp_slope(iv: Interval, Ds, lams, order: int):
+    """The same update in slope form: the D with x_next = data_step(iv, x, D), the slope a momentum modifier
+    averages (2M: D = D0 + (D0 - D1) / (2 r0), the momentum paper's form)."""
+    D0 = Ds[-1]
+    if order == 1:
+        return D0
+    r0 = (lams[-1] - lams[-2]) / iv.h
+    if order == 2:
+        return D0 + (D0 - Ds[-2]) / (2 * r0)
+    raise ValueError("the slope form is written for orders 1 and 2")
+
+
+class DPMppMultistep(Multistep):
+    """Multistep DPM-Solver++ on the core (docs/solvers.md#dpm-solver-multistep): `order` steps of history."""
+
     default_grid = "logSNR"
     defaults = {"lower_order_final": True, "solver_type": "dpmsolver"}
     choices = {"solver_type": ("dpmsolver", "taylor")}
+    order = 2   # the formula's order (an `order` option where a subclass offers one)
+    d2_weight = "reference"   # 3M's D2 weight (an option of dpmpp-3m)
+    momentum_at_first_order = False   # the momentum fork feeds first-order steps m0 and keeps v
 
-    def sample(self, denoiser, x_T, grid, generator=None):
-        sched, x = denoiser.schedule, x_T
-        Ds, lams = [], []
-        steps = len(grid) - 1
-        for i, (s, t) in enumerate(zip(grid[:-1], grid[1:])):
-            iv = Interval(sched, s, t)
-            Ds.append(denoiser.x0(x, s))
-            lams.append(iv.lam_s)
-            Ds, lams = Ds[-self.order:], lams[-self.order:]
-            p = multistep_order(i, steps, self.order, self.lower_order_final, iv.to_data)
-            x = dpmpp_multistep_update(iv, x, Ds, lams, p, self.solver_type)
-        return x
+    @property
+    def history_length(self) -> int:
+        return self.order
+
+    def step_order(self, i, plan, iv):
+        return multistep_order(i, plan.steps, self.order, self.lower_order_final, iv.to_data)
+
+    def update(self, denoiser, iv, x, hist, p, ctx, i, plan):
+        if self.uses_slope:
+            return data_step(iv, x, self.slope(dpmpp_slope(iv, hist.Ms, hist.lams, p), p, ctx))
+        return dpmpp_multistep_update(iv, x, hist.Ms, hist.lams, p, self.solver_type, self.d2_weight)
 
 
 @register_solver("dpmpp-2m")
-class DPMpp2M(_DPMppMultistep):
+class DPMpp2M(DPMppMultistep):
     """DPM-Solver++(2M): multistep 2nd order, data prediction, 1 NFE a step."""
-    order = 2
+    nominal_order = order = 2
 
 
 @register_solver("dpmpp-3m")
-class DPMpp3M(_DPMppMultistep):
-    """DPM-Solver++(3M): multistep, data prediction, 1 NFE a step (reference formula: order 2; taylor: order 3).
+class DPMpp3M(DPMppMultistep):
+    """DPM-Solver++(3M): multistep, data prediction, 1 NFE a step (reference formula: order 2; d2_weight=exact: 3).
 
-    solver_type='dpmsolver' (default) is the formula of the official code, diffusers and k-diffusion, which
-    matches diffusers to 1e-13; its D2 term carries half the weight the Taylor expansion needs, so it converges
-    at order 2. solver_type='taylor' doubles that weight and converges at order 3 (a deviation from every
-    reference implementation, offered so the difference can be measured).
+    The default is the formula of the official code, diffusers and k-diffusion (diffusers to 1e-13); its D2 term
+    carries half the weight the Taylor expansion needs, so it converges at order 2. `d2_weight=exact` doubles
+    that weight and converges at order 3 (a deviation from every reference, offered so the difference can be
+    measured). `solver_type` is the official option: 'taylor' changes the second-order warm-up step only.
     """
     order = 3
+    defaults = {**DPMppMultistep.defaults, "d2_weight": "reference"}
+    choices = {**DPMppMultistep.choices, "d2_weight": ("reference", "exact")}
+
+    @property
+    def nominal_order(self):
+        return 3 if self.d2_weight == "exact" else 2

@@ -6,7 +6,8 @@ x~ = x / alpha, sigma~ = sigma / alpha = e^{-lambda}, so they run on VP and VE m
 from __future__ import annotations
 
 from .denoiser import bcast
-from .grids import ends_at_data, make_grid
+from .grids import ends_at_data
+from .plan import Plan
 from .registry import Solver, register_solver
 
 
@@ -29,10 +30,10 @@ class _EDM(Solver):
 class Euler(_EDM):
     """Euler in sigma~ (EDM Alg. 1 without churn); identical to DDIM eta=0 on the same grid."""
 
-    order = 1
+    nominal_order = 1
 
-    def sample(self, denoiser, x_T, grid, generator=None):
-        sched = denoiser.schedule
+    def sample(self, denoiser, x_T, plan, generator=None):
+        sched, grid = denoiser.schedule, plan.grid
         sg_s, a_s = _tilde(sched, grid[0])
         x = x_T / bcast(a_s, x_T)
         for s, t in zip(grid[:-1], grid[1:]):
@@ -46,24 +47,29 @@ class Euler(_EDM):
 class Heun(_EDM):
     """EDM Heun (2nd order, 2 NFE a step); a step onto sigma=0, or an odd budget's last step, is Euler."""
 
-    order = 2
+    nominal_order = 2
     min_nfe = 2
     nfe_per_step = 2
 
-    def steps_for(self, nfe):
-        super().steps_for(nfe)
-        return (nfe + 1) // 2  # 2 NFE per step; an odd budget ends with one Euler step (EDM: 2N - 1)
+    def plan(self, schedule, nfe):
+        """Heun steps of 2 NFE; an odd budget's last step is Euler (EDM: 2N - 1). A grid ending at sigma = 0 ends
+        with a 1-NFE Euler jump there, and Heun steps before it (one of them Euler when the budget is even)."""
+        self.require_nfe(nfe)
+        to_data = ends_at_data(self.grid, schedule)
+        grid = self.time_grid(schedule, nfe // 2 + 1 if to_data else (nfe + 1) // 2)
+        evals, left = [], nfe
+        for i in range(len(grid) - 1):
+            later = len(grid) - 2 - i               # intervals after this one, 1 NFE each at least
+            heun = not (to_data and i == len(grid) - 2) and left - 2 >= later
+            evals.append(2 if heun else 1)
+            left -= evals[-1]
+        return Plan(grid, tuple(evals))
 
-    def grid_for(self, schedule, nfe):
-        if ends_at_data(self.grid, schedule):
-            # the last interval is a 1-NFE Euler jump to sigma = 0: Heun steps before it (one of them Euler
-            # when the budget is even), so the whole budget is spent
-            self.steps_for(nfe)
-            return make_grid(self.grid, schedule, nfe // 2 + 1, rho=self.rho)
-        return super().grid_for(schedule, nfe)
+    def plan_on(self, schedule, grid):
+        return Plan(grid, tuple(1 if float(schedule.sigma(t)) == 0 else 2 for t in grid[1:]))
 
-    def sample(self, denoiser, x_T, grid, generator=None):
-        sched = denoiser.schedule
+    def sample(self, denoiser, x_T, plan, generator=None):
+        sched, grid = denoiser.schedule, plan.grid
         _, a_0 = _tilde(sched, grid[0])
         x = x_T / bcast(a_0, x_T)
         a_t = a_0
@@ -72,12 +78,7 @@ class Heun(_EDM):
             sg_t, a_t = _tilde(sched, t)
             d = self._d(denoiser, x, s, a_s)
             x_next = x + bcast(sg_t - sg_s, x) * d                        # Alg. 2 line 6 (Euler)
-            # the corrector needs 1 NFE more, and every later interval at least 1: where the budget is short the
-            # step is Euler (an odd budget's last step; the step before a jump to sigma = 0 for an even one)
-            later = len(grid) - 2 - i
-            short = denoiser.remaining is not None and denoiser.remaining - 1 < later
-            euler_only = float(sg_t) == 0 or short
-            if not euler_only:
+            if plan.evals[i] == 2:
                 d2 = self._d(denoiser, x_next, t, a_t)                    # Alg. 2 line 9
                 x_next = x + bcast(sg_t - sg_s, x) * (d + d2) / 2          # Alg. 2 line 8 (trapezoid)
             x = x_next

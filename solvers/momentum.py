@@ -10,23 +10,33 @@ from __future__ import annotations
 
 import math
 
-from .exponential import Interval, data_step, multistep_order
+from .dpmpp import DPMpp2M
+from .multistep import Modifier
 from .options import Range, SpecError
-from .pndm import LinearMultistep, PseudoLinearMultistep, combine
-from .registry import Solver, register_solver
+from .pndm import PseudoLinearMultistep, combine
+from .registry import register_solver
 
 
-class HeavyBall(LinearMultistep):
-    """Paper eq. 14 / Alg. 1: v <- (1 - beta) v + beta AB_c(e), started at v = e_0 (so v_1 = e_0)."""
+class HeavyBall(Modifier):
+    """Heavy-ball momentum on the slope (hook `slope` of the multistep core; paper eq. 14 / Alg. 1):
+    v <- (1 - beta) v + beta D, started at v = D of the first step. A base whose momentum form leaves first-order
+    steps alone (DPM-Solver++: `momentum_at_first_order = False`) feeds them D and keeps v."""
 
-    def __init__(self, order: int, beta: float):
-        super().__init__(order)
-        self.beta, self.v = beta, None
+    hook = "slope"
 
-    def step(self, e):
-        ehat = super().step(e)
-        self.v = ehat if self.v is None else (1 - self.beta) * self.v + self.beta * ehat
-        return self.v
+    def check(self):
+        super().check()
+        check_beta(self.name, self.beta)
+
+    def slope(self, D, p, ctx):
+        v = ctx.get("v")
+        if v is None:
+            ctx["v"] = D
+            return D
+        if p == 1 and not self.momentum_at_first_order:
+            return D
+        ctx["v"] = (1 - self.beta) * v + self.beta * D
+        return ctx["v"]
 
 
 def ghvb_coefficients(c: int, beta: float):
@@ -41,20 +51,6 @@ def ghvb_coefficients(c: int, beta: float):
             (270 - 19 * b) / 720),
     }
     return tuple(a / b for a in rows[c])
-
-
-class GeneralizedHeavyBall(LinearMultistep):
-    """Paper Alg. 2: the moving average before the multistep combination, v <- (1 - beta) v + beta e;
-    slope = sum_j a_j^(c)(beta) v_{n+1-j} / beta over the last c = min(r, stored) velocities."""
-
-    def __init__(self, order: int, beta: float):
-        super().__init__(order)
-        self.beta, self.v = beta, None
-
-    def step(self, e):
-        self.v = e if self.v is None else (1 - self.beta) * self.v + self.beta * e
-        self.push(self.v)
-        return combine(ghvb_coefficients(len(self.es), self.beta), self.es)
 
 
 BETA_RANGE = Range(0, 1, lo_open=True)    # heavy-ball momentum: beta = 1 is the base method
@@ -73,7 +69,7 @@ def momentum_number(m: float) -> tuple[int, float]:
 
 
 @register_solver("plms+hb")
-class PLMSHeavyBall(PseudoLinearMultistep):
+class PLMSHeavyBall(HeavyBall, PseudoLinearMultistep):
     """PLMS-k with heavy-ball momentum (Alg. 1), AB1..AB_{k-1} warm-up, NFE = steps; default PLMS4 with beta 0.9.
 
     Defaults: order 4, beta 0.9 (the paper's DiT-XL setting, best of its HB runs). The base is the momentum
@@ -85,12 +81,6 @@ class PLMSHeavyBall(PseudoLinearMultistep):
     defaults = {"order": 4, "beta": 0.9}
     choices = {"order": (1, 2, 3, 4, 5)}
     ranges = {"beta": BETA_RANGE}
-
-    def check(self):
-        check_beta(self.name, self.beta)
-
-    def multistep(self):
-        return HeavyBall(self.order, self.beta)
 
 
 @register_solver("ghvb")
@@ -123,12 +113,21 @@ class GHVB(PseudoLinearMultistep):
         check_beta(self.name, beta)
         self.r, self.momentum = r, beta
 
-    def multistep(self):
-        return GeneralizedHeavyBall(self.r, self.momentum)
+    @property
+    def history_length(self) -> int:
+        return self.r
+
+    def gradient(self, hist, ctx):
+        """Paper Alg. 2: the moving average before the multistep combination, v <- (1 - beta) v + beta e;
+        slope = sum_j a_j^(c)(beta) v_{n+1-j} / beta over the last c = min(r, stored) velocities."""
+        e, vs = hist.Ms[-1], ctx.setdefault("vs", [])
+        v = e if not vs else (1 - self.momentum) * vs[-1] + self.momentum * e
+        ctx["vs"] = (vs + [v])[-self.r:]
+        return combine(ghvb_coefficients(len(ctx["vs"]), self.momentum), ctx["vs"])
 
 
 @register_solver("dpmpp-2m+hb")
-class DPMpp2MHeavyBall(Solver):
+class DPMpp2MHeavyBall(HeavyBall, DPMpp2M):
     """DPM-Solver++(2M) with heavy-ball momentum on its slope D, 1 NFE a step; default beta 0.8.
 
     x_t = (sigma_t/sigma_s) x - alpha_t (e^{-h} - 1) v with v <- (1 - beta) v + beta D, D = m0 + (m0 - m1)/(2 r0):
@@ -136,30 +135,12 @@ class DPMpp2MHeavyBall(Solver):
     steps, a step onto sigma = 0) use m0 directly and leave v alone. v starts at the first x0 prediction, as the
     DPM-Solver-pytorch fork behind the paper's ADM FID table (variant (b) of the spec; the diffusers wrapper
     instead starts v at the first D). Default beta 0.8, that table's setting. lower_order_final follows
-    `dpmpp-2m` (diffusers' '< 15 steps' rule; the fork uses < 10), so beta = 1 is `dpmpp-2m` exactly.
+    `dpmpp-2m` (diffusers' '< 15 steps' rule; the fork uses < 10); beta = 1 is `dpmpp-2m` up to rounding (the
+    slope form adds the same terms in another order).
     """
 
-    order = 1
-    default_grid = "logSNR"
+    nominal_order = 1
     defaults = {"beta": 0.8, "lower_order_final": True}
+    choices = {}
     ranges = {"beta": BETA_RANGE}
-
-    def check(self):
-        check_beta(self.name, self.beta)
-
-    def sample(self, denoiser, x_T, grid, generator=None):
-        sched, x = denoiser.schedule, x_T
-        steps, Ds, lams, v = len(grid) - 1, [], [], None
-        for i, (s, t) in enumerate(zip(grid[:-1], grid[1:])):
-            iv = Interval(sched, s, t)
-            m0 = denoiser.x0(x, s)
-            v = m0 if v is None else v
-            Ds, lams = (Ds + [m0])[-2:], (lams + [iv.lam_s])[-2:]
-            if multistep_order(i, steps, 2, self.lower_order_final, iv.to_data) == 1:
-                x = data_step(iv, x, m0)
-                continue
-            r0 = (lams[-1] - lams[-2]) / iv.h
-            D = m0 + (m0 - Ds[-2]) / (2 * r0)
-            v = (1 - self.beta) * v + self.beta * D
-            x = data_step(iv, x, v)
-        return x
+    solver_type = "dpmsolver"

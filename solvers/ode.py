@@ -12,8 +12,9 @@ import torch
 from torchdiffeq import odeint
 
 from .denoiser import bcast
-from .grids import ends_at_data, make_grid
+from .grids import ends_at_data
 from .options import Range
+from .plan import Plan
 from .registry import Solver, register_solver
 
 
@@ -32,15 +33,18 @@ class _TorchDiffEq(Solver):
     default_grid = "logSNR"
     method = "?"
 
-    def grid_for(self, schedule, nfe):
-        if not self.adaptive and ends_at_data(self.grid, schedule):
+    def plan(self, schedule, nfe):
+        if ends_at_data(self.grid, schedule):
             # steps of nfe_per_step NFE, then the 1-NFE jump to sigma = 0
-            self.steps_for(nfe)
-            return make_grid(self.grid, schedule, (nfe - 1) // self.nfe_per_step + 1, rho=self.rho)
-        return super().grid_for(schedule, nfe)
+            self.require_nfe(nfe)
+            return self.plan_on(schedule, self.time_grid(schedule, (nfe - 1) // self.nfe_per_step + 1))
+        return super().plan(schedule, nfe)
 
-    def sample(self, denoiser, x_T, grid, generator=None):
-        sched = denoiser.schedule
+    def plan_on(self, schedule, grid):
+        return Plan(grid, tuple(1 if float(schedule.sigma(t)) == 0 else self.nfe_per_step for t in grid[1:]))
+
+    def sample(self, denoiser, x_T, plan, generator=None):
+        sched, grid = denoiser.schedule, plan.grid
         jump = float(sched.sigma(grid[-1])) == 0.0
         ts = grid[:-1] if jump else grid
         x = x_T
@@ -58,36 +62,37 @@ class _TorchDiffEq(Solver):
 @register_solver("ode-euler")
 class ODEEuler(_TorchDiffEq):
     """torchdiffeq 'euler' on the PF-ODE in lambda (1 NFE a step)."""
-    order, method = 1, "euler"
+    nominal_order, method = 1, "euler"
 
 
 @register_solver("ode-midpoint")
 class ODEMidpoint(_TorchDiffEq):
     """torchdiffeq 'midpoint' on the PF-ODE in lambda (2 NFE a step)."""
-    order, method, nfe_per_step, min_nfe = 2, "midpoint", 2, 2
+    nominal_order, method, nfe_per_step, min_nfe = 2, "midpoint", 2, 2
 
 
 @register_solver("ode-rk4")
 class ODERK4(_TorchDiffEq):
     """torchdiffeq 'rk4' (3/8 rule) on the PF-ODE in lambda (4 NFE a step)."""
-    order, method, nfe_per_step, min_nfe = 4, "rk4", 4, 4
+    nominal_order, method, nfe_per_step, min_nfe = 4, "rk4", 4, 4
 
 
 @register_solver("ode-dopri5")
 class ODEDopri5(_TorchDiffEq):
     """torchdiffeq adaptive 'dopri5' on the PF-ODE in lambda; NFE is what it used (not budgeted)."""
-    order, method, adaptive = 5, "dopri5", True
+    nominal_order, method, adaptive = 5, "dopri5", True
     defaults = {"rtol": 1e-6, "atol": 1e-6}
     ranges = {"rtol": Range(0, 1, lo_open=True, hi_open=True), "atol": Range(0, 1, lo_open=True, hi_open=True)}
 
-    def steps_for(self, nfe):
-        return 1  # only the endpoints matter; the step size is adaptive
-
-    def grid_for(self, schedule, nfe):
+    def plan(self, schedule, nfe):
+        """Only the endpoints matter (the step size is adaptive): no budget, NFE is what it used."""
         if ends_at_data(self.grid, schedule):
             # integrate to t_min, then the x0 jump (not the jump from T a 1-step grid ending at 0 would give)
-            return torch.tensor([schedule.T, schedule.t_min, 0.0], dtype=torch.float64)
-        return super().grid_for(schedule, nfe)
+            return self.plan_on(schedule, torch.tensor([schedule.T, schedule.t_min, 0.0], dtype=torch.float64))
+        return self.plan_on(schedule, self.time_grid(schedule, 1))
+
+    def plan_on(self, schedule, grid):
+        return Plan(grid, adaptive=True)
 
     def _integrate(self, f, x, lam):
         ends = torch.stack([lam[0], lam[-1]]).to(x.dtype)

@@ -16,9 +16,13 @@ asymptotically (their higher-order terms still dominate at practical step counts
 """
 from __future__ import annotations
 
+import math
+
 from .exponential import Interval, noise_step
 from .grids import make_grid
-from .registry import Solver, register_solver
+from .multistep import Multistep
+from .plan import Plan
+from .registry import register_solver
 
 # Adams-Bashforth coefficients, newest value first
 AB = {
@@ -40,32 +44,25 @@ def transfer(schedule, x, e, s, t):
     return noise_step(Interval(schedule, s, t), x, e)
 
 
-class LinearMultistep:
-    """PLMS-k gradient part: e' = AB_c of the stored noise predictions, c = min(k, stored). One per sample call."""
+class PseudoLinearMultistep(Multistep):
+    """Shared sampler of the PNDM family on the multistep core: warm-up steps ('heun', 'prk' or 'ab'), then
+    linear multistep steps; the history holds noise predictions.
 
-    def __init__(self, order: int):
-        self.order, self.es = order, []
-
-    def push(self, e):
-        self.es = (self.es + [e])[-self.order:]
-
-    def step(self, e):
-        """Store e (1 NFE of this step) and return the slope of the step."""
-        self.push(e)
-        return combine(AB[len(self.es)], self.es)
-
-
-class PseudoLinearMultistep(Solver):
-    """Shared sampler of the PNDM family: warm-up steps ('heun', 'prk' or 'ab'), then linear multistep steps.
-
-    Subclasses set `order` (the AB order), `warmup` and `multistep()` (the gradient part); the time-shift
-    sampler overrides `next_source`.
+    Subclasses set `order` (the AB order) and `warmup`; `gradient` is the multistep gradient part (GHVB
+    overrides it); the heavy-ball and time-shift modifiers take the core's slope and model_time hooks.
     """
 
     order = 4
     warmup = "heun"
+    predicts = "eps"
+    offers = ("model_time", "slope")
+    momentum_at_first_order = True   # a momentum modifier averages every step's slope (momentum paper, Alg. 1)
     default_grid = "leading"   # the PNDM papers' uniform grid: k * (N // S), then the data point
     presence_matters = ("grid",)  # no grid given: time_uniform on a continuous schedule
+
+    @property
+    def nominal_order(self):
+        return self.order
 
     @property
     def warmup_steps(self) -> int:
@@ -82,38 +79,41 @@ class PseudoLinearMultistep(Solver):
         # at sigma = 0, where no stage can be evaluated)
         return self.warmup_steps + self.extra_nfe + (1 if self.warmup_steps else 0) or 1
 
-    def steps_for(self, nfe):
-        super().steps_for(nfe)
-        return nfe - self.extra_nfe
+    @property
+    def history_length(self) -> int:
+        return math.ceil(self.order)
 
-    def grid_for(self, schedule, nfe):
+    def plan(self, schedule, nfe):
+        self.require_nfe(nfe)
+        return self.plan_on(schedule, self.time_grid(schedule, nfe - self.extra_nfe))
+
+    def plan_on(self, schedule, grid):
+        """Warm-up steps cost their stages; a warm-up step onto sigma = 0 cannot evaluate there: it is a
+        multistep step (1 NFE)."""
+        cost = {"ab": 1, "heun": 2, "prk": 4}[self.warmup]
+        return Plan(grid, tuple(cost if i < self.warmup_steps and float(schedule.sigma(t)) > 0 else 1
+                                for i, t in enumerate(grid[1:])))
+
+    def time_grid(self, schedule, steps):
         grid = self.grid
         if "grid" not in self.given and schedule.num_train_steps is None:
             grid = "time_uniform"   # the uniform grid of a continuous schedule
-        return make_grid(grid, schedule, self.steps_for(nfe), rho=self.rho)
+        return make_grid(grid, schedule, steps, rho=self.rho)
 
-    def multistep(self) -> LinearMultistep:
-        return LinearMultistep(self.order)
+    def step_order(self, i, plan, iv):
+        return min(self.history_length, i + 1)    # AB order from the history length
 
-    def next_source(self, schedule, x, i, grid):
-        """Time the model sees at the state reached by step i (the nominal grid time; see time_shift)."""
-        return grid[i + 1]
+    def gradient(self, hist, ctx):
+        """PLMS-k gradient part: e' = AB_c of the stored noise predictions, c = min(k, stored)."""
+        return combine(AB[len(hist.Ms)], hist.Ms)
 
-    def sample(self, denoiser, x_T, grid, generator=None):
-        sched, x = denoiser.schedule, x_T
-        lms = self.multistep()
-        s = grid[0]
-        for i, t in enumerate(grid[1:]):
-            e = denoiser.eps(x, s)
-            if i < self.warmup_steps and float(sched.sigma(t)) > 0:
-                lms.push(e)
-                slope = (self._pseudo_heun if self.warmup == "heun" else self._pseudo_rk)(denoiser, x, e, s, t)
-            else:   # a warm-up step onto sigma = 0 cannot evaluate there: it is a multistep step
-                slope = lms.step(e)
-            x = transfer(sched, x, slope, s, t)
-            if i < len(grid) - 2:
-                s = self.next_source(sched, x, i, grid)
-        return x
+    def update(self, denoiser, iv, x, hist, p, ctx, i, plan):
+        e = hist.Ms[-1]
+        if plan.evals[i] > 1:   # a warm-up step: its stages, from the step's own x_t
+            slope = (self._pseudo_heun if self.warmup == "heun" else self._pseudo_rk)(denoiser, x, e, iv.s, iv.t)
+        else:
+            slope = self.slope(self.gradient(hist, ctx), p, ctx)
+        return noise_step(iv, x, slope)
 
     @staticmethod
     def _pseudo_heun(denoiser, x, e1, s, t):

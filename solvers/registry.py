@@ -1,12 +1,13 @@
 """The solver registry: register_solver(name) decorates a Solver class; get_solver('name:key=val') builds one."""
 from __future__ import annotations
 
-from importlib.metadata import entry_points
+import math
 
 import torch
 
 from .grids import GRIDS, make_grid
 from .options import Range, SpecError, closest, coerce_options, parse_spec
+from .plan import BelowMinimumNFE, Plan
 
 _REGISTRY: dict[str, type] = {}
 RHO_RANGE = Range(0, 100, lo_open=True)   # the karras grid's exponent (EDM: 7)
@@ -24,20 +25,7 @@ def register_solver(name: str):
     return deco
 
 
-_entry_points_loaded = False
-
-
-def _ensure_plugins():
-    """Import the installed packages' solvers (entry points of group nfebench.solvers), once per process."""
-    global _entry_points_loaded
-    if not _entry_points_loaded:
-        _entry_points_loaded = True
-        for ep in entry_points(group="nfebench.solvers"):
-            ep.load()  # importing the module runs its @register_solver decorators
-
-
 def get_solver(spec: str) -> "Solver":
-    _ensure_plugins()
     name, raw = parse_spec(spec, "solver")
     if name not in _REGISTRY:
         raise SpecError(f"unknown solver '{name}'; closest registered: {closest(name, _REGISTRY)}"
@@ -46,21 +34,27 @@ def get_solver(spec: str) -> "Solver":
 
 
 def list_solvers() -> dict[str, str]:
-    _ensure_plugins()
     return {name: cls.summary() for name, cls in sorted(_REGISTRY.items())}
 
 
 class Solver:
-    """Base class. A solver is stateless between calls to `sample`."""
+    """Base class (docs/architecture.md#solvers). A solver is stateless between calls to `sample`.
+
+    Declared capabilities, read by the harness (never probed): `nominal_order` (convergence order its paper
+    states; the `order` *option* of some solvers is a user choice), `stochastic`, `adaptive` (no budget: NFE is
+    what it used), `needs_calibration` (DC-Solver's searched ratios), `consistency_sampler` (meant for consistency
+    and trajectory models), `history_length` (evaluations it keeps: memory estimates).
+    """
 
     name = "?"
-    order: float = 1          # nominal convergence order
+    nominal_order: float = 1  # the convergence order its paper states
     min_nfe: int = 1
     nfe_per_step: int = 1     # network evaluations per grid interval
     default_grid = "logSNR"   # the discretization its paper used
     stochastic = False
     adaptive = False          # adaptive step size: NFE is what it used, not a budget
-    needs_ratios = False      # takes searched ratios (DC-Solver): the harness calibrates it unless `ratio` is given
+    needs_calibration = False  # takes searched parameters (DC-Solver's ratios) the harness computes
+    consistency_sampler = False  # meant for consistency/trajectory models (the digits-cd and consistency suites)
     defaults: dict = {}       # option name -> default value (its type is the option's type)
     choices: dict = {}        # option name -> accepted values
     ranges: dict = {}         # numeric option name -> declared range: (lo, hi) closed, or options.Range
@@ -93,17 +87,42 @@ class Solver:
             return self.name
         return self.name + ":" + ",".join(f"{k}={_fmt(v)}" for k, v in self.given.items())
 
-    def steps_for(self, nfe: int) -> int:
-        """Number of grid intervals that spends exactly `nfe` evaluations (or as close below as possible)."""
+    @property
+    def calibration_spec(self) -> str:
+        """The spec its calibration is searched and stored under (a solver that needs one)."""
+        return self.spec
+
+    @property
+    def history_length(self) -> int:
+        """Evaluations the solver keeps at once (at least its nominal order)."""
+        return max(1, math.ceil(float(self.nominal_order)))
+
+    # --- the plan: the only map from a budget to a discretization (solvers/plan.py) ---
+    def plan(self, schedule, nfe: int) -> Plan:
+        """The grid and per-step evaluations that spend at most `nfe` (raises a PlanError it cannot)."""
+        self.require_nfe(nfe)
+        return self.plan_on(schedule, self.time_grid(schedule, max(1, nfe // self.nfe_per_step)))
+
+    def plan_on(self, schedule, grid: torch.Tensor) -> Plan:
+        """The plan on a given grid (e.g. a reference implementation's timesteps), every step at full cost."""
+        return Plan(grid, (self.nfe_per_step,) * (len(grid) - 1))
+
+    def require_nfe(self, nfe: int):
         if nfe < self.min_nfe:
-            raise SpecError(f"NFE {nfe} is below the minimum for solver '{self.name}': {self.min_nfe}")
-        return max(1, nfe // self.nfe_per_step)
+            raise BelowMinimumNFE(self.name, nfe, self.min_nfe)
 
-    def grid_for(self, schedule, nfe: int) -> torch.Tensor:
-        return make_grid(self.grid, schedule, self.steps_for(nfe), rho=self.rho)
+    def time_grid(self, schedule, steps: int) -> torch.Tensor:
+        """This solver's grid (`grid=` option, default its paper's) with `steps` intervals."""
+        return make_grid(self.grid, schedule, steps, rho=self.rho)
 
-    def sample(self, denoiser, x_T: torch.Tensor, grid: torch.Tensor, generator=None) -> torch.Tensor:
+    def sample(self, denoiser, x_T: torch.Tensor, plan: Plan, generator=None) -> torch.Tensor:
         raise NotImplementedError
+
+    def sample_on(self, denoiser, x_T: torch.Tensor, grid, generator=None) -> torch.Tensor:
+        """`sample` on a given grid (e.g. a reference implementation's timesteps) with `plan_on`'s full-cost
+        steps; a Plan passes through."""
+        plan = grid if isinstance(grid, Plan) else self.plan_on(denoiser.schedule, grid)
+        return self.sample(denoiser, x_T, plan, generator)
 
     def __repr__(self):
         return f"<solver {self.spec}>"

@@ -30,6 +30,8 @@ class NoiseSchedule:
     t_min: float
     T: float
     num_train_steps: int | None = None  # discrete (training-step indexed) schedules only
+    consistency_steps: int | None = None  # a consistency checkpoint's Karras index grid: its number of points
+    rho: float | None = None              # and that grid's exponent
 
     def log_alpha(self, t) -> torch.Tensor:
         raise NotImplementedError

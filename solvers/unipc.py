@@ -13,22 +13,25 @@ x^c, so the corrector is free and NFE = steps.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
 from .denoiser import bcast
 from .exponential import Interval, data_step, multistep_order
-from .registry import Solver, register_solver
+from .multistep import Multistep
+from .registry import register_solver
 
 
 def unipc_rhos(hh, rks, variant: str, corrector: bool):
     """(B(h), rho) for UniP (len(rks)+1 = p, rho of length p-1) or UniC (rho of length p).
 
-    hh = -h; rks = [r_1 .. r_{p-1}]. The short-cuts rho^P = [0.5] for p = 2 and rho^C = [0.5] for p = 1 are
+    hh = -h; rks = [r_1 .. r_{p-1}]; per-sample (N,) values (a modifier moved the times) solve one system per
+    sample, rho then has shape (N, p). The short-cuts rho^P = [0.5] for p = 2 and rho^C = [0.5] for p = 1 are
     the official code's and diffusers' (spec pitfall 5): they make UniP-2/bh2 exactly DPM-Solver++(2M).
     """
+    rks = [torch.as_tensor(rk, dtype=torch.float64) for rk in rks]
     hh = torch.as_tensor(hh, dtype=torch.float64)
+    hh = hh.expand(torch.broadcast_shapes(hh.shape, *(rk.shape for rk in rks)))
     p = len(rks) + 1
     B = hh if variant == "bh1" else torch.expm1(hh)
     # psi_1 = e^hh - 1, psi_{k+1} = psi_k / hh - 1/k!;  b_k = k! psi_{k+1} / B
@@ -36,13 +39,15 @@ def unipc_rhos(hh, rks, variant: str, corrector: bool):
     for k in range(1, p + 1):
         psi = psi / hh - 1.0 / math.factorial(k)
         b.append(math.factorial(k) * psi / B)
-    b = torch.stack(b)
-    r = torch.stack([torch.as_tensor(rk, dtype=torch.float64) for rk in rks] + [torch.ones((), dtype=torch.float64)])
-    R = torch.stack([r ** j for j in range(p)])
+    b = torch.stack(b, dim=-1)
+    r = torch.stack([rk.expand(hh.shape) for rk in rks]
+                    + [torch.ones(hh.shape, dtype=torch.float64)], dim=-1)
+    R = torch.stack([r ** j for j in range(p)], dim=-2)      # R[..., j, k] = r_k^j
+    half = torch.full((*hh.shape, 1), 0.5, dtype=torch.float64)
     if corrector:
-        rho = torch.full((1,), 0.5, dtype=torch.float64) if p == 1 else torch.linalg.solve(R, b)
+        rho = half if p == 1 else torch.linalg.solve(R, b)
     else:
-        rho = torch.full((1,), 0.5, dtype=torch.float64) if p == 2 else torch.linalg.solve(R[:-1, :-1], b[:-1])
+        rho = half if p == 2 else torch.linalg.solve(R[..., :-1, :-1], b[..., :-1])
     return B, rho
 
 
@@ -59,12 +64,12 @@ def unipc_update(iv: Interval, x, Ms, lams, p: int, variant: str, M_t=None):
     diffs = [(Ms[-1 - k] - M0) / bcast(rk, x) for k, rk in enumerate(rks, start=1)]
     if M_t is not None:
         diffs.append(M_t - M0)   # the corrector's r_p = 1 term
-    res = sum(bcast(rho[k], x) * d for k, d in enumerate(diffs))
+    res = sum(bcast(rho[..., k], x) * d for k, d in enumerate(diffs))
     return base - bcast(iv.alpha_t * B, x) * res
 
 
 @register_solver("unipc")
-class UniPC(Solver):
+class UniPC(Multistep):
     """UniPC multistep predictor-corrector (data prediction, bh1/bh2), 1 NFE a step; default UniPC-3 bh1 logSNR.
 
     Defaults: the paper's configuration for pixel-space unconditional models (its CIFAR-10 ScoreSDE result,
@@ -80,50 +85,31 @@ class UniPC(Solver):
     even with lower_order_final=false; diffusers would divide by r_k = 0 there and return NaN.
     """
 
-    order = 3
+    nominal_order = 3
     default_grid = "logSNR"
     defaults = {"order": 3, "variant": "bh1", "corrector": True, "lower_order_final": True}
     choices = {"order": (1, 2, 3), "variant": ("bh1", "bh2")}
 
     final_threshold = None   # lower_order_final at any step count (None); DPM-Solver++'s rule is 15
+    offers = ("model_time", "adjust_history")   # its update is not a first-order step fed a slope
 
+    @property
     def history_length(self) -> int:
         return self.order
 
-    def start(self, denoiser, x_T, grid) -> "History":
-        """The history before step 0: the data prediction at t_0 (1 NFE)."""
-        return History([grid[0]], [denoiser.schedule.lambda_(grid[0])], [denoiser.x0(x_T, grid[0])])
+    @property
+    def corrects(self) -> bool:
+        return self.corrector
 
-    def step(self, denoiser, x, hist: "History", grid, i: int):
-        """Step i (0-based) t_i -> t_{i+1}: UniP-p, then (except on the last step) the evaluation at the
-        predicted point and UniC-p. Returns (x_{i+1}, the history with that evaluation pushed)."""
-        steps = len(grid) - 1
-        iv = Interval(denoiser.schedule, grid[i], grid[i + 1])
-        threshold = self.final_threshold or steps + 1
-        p = multistep_order(i, steps, self.order, self.lower_order_final, iv.to_data, final_threshold=threshold)
-        x_pred = unipc_update(iv, x, hist.Ms, hist.lams, p, self.variant)
-        if i == steps - 1:
-            return x_pred, hist                    # final predictor: no evaluation, no corrector
-        M_t = denoiser.x0(x_pred, grid[i + 1])
-        x = unipc_update(iv, x, hist.Ms, hist.lams, p, self.variant, M_t) if self.corrector else x_pred
-        return x, hist.push(grid[i + 1], iv.lam_t, M_t, self.history_length())
+    def step_order(self, i, plan, iv):
+        threshold = self.final_threshold or plan.steps + 1
+        return multistep_order(i, plan.steps, self.order, self.lower_order_final, iv.to_data,
+                               final_threshold=threshold)
 
-    def sample(self, denoiser, x_T, grid, generator=None):
-        x, hist = x_T, self.start(denoiser, x_T, grid)
-        for i in range(len(grid) - 1):
-            x, hist = self.step(denoiser, x, hist, grid, i)
-        return x
+    def update(self, denoiser, iv, x, hist, p, ctx, i, plan):
+        """UniP-p from the newest history point."""
+        return unipc_update(iv, x, hist.Ms, hist.lams, p, self.variant)
 
-
-@dataclass(frozen=True)
-class History:
-    """Times, lambdas and data predictions of the last evaluations, oldest first."""
-    ts: list
-    lams: list
-    Ms: list
-
-    def push(self, t, lam, M, keep: int) -> "History":
-        return History((self.ts + [t])[-keep:], (self.lams + [lam])[-keep:], (self.Ms + [M])[-keep:])
-
-    def with_newest(self, M) -> "History":
-        return History(self.ts, self.lams, self.Ms[:-1] + [M])
+    def correct(self, iv, x, hist, p, M_t):
+        """UniC-p with the evaluation M_t at the predicted point: free, that evaluation is the next step's."""
+        return unipc_update(iv, x, hist.Ms, hist.lams, p, self.variant, M_t)

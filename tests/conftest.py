@@ -33,8 +33,8 @@ def run_solver():
             solver = solvers.get_solver(solver)
         den = solvers.Denoiser(model, budget=nfe)
         if grid is None:
-            grid = solver.grid_for(model.schedule, nfe)
-        return solver.sample(den, x_T, grid, **kw), den.nfe
+            grid = solver.plan(model.schedule, nfe)
+        return solver.sample_on(den, x_T, grid, **kw), den.nfe
     return run
 
 

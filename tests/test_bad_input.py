@@ -15,7 +15,7 @@ import pytest
 import bench.store
 from bench import cli
 from bench.cli import main
-from bench.spec import MAX_NFE, MAX_SAMPLES, MAX_SEED, RunSpec
+from bench.spec import MAX_NFE, MAX_SAMPLES, MAX_SEED, RunConfig
 from solvers import SpecError, get_solver
 from solvers.options import as_range, is_numeric_option
 
@@ -252,8 +252,8 @@ def test_one_sample_gives_traj_rmse(tmp_path):
 def test_ratio_against_a_solver_without_values_says_why(tmp_path, capsys):
     name = _unique()
     p = _plugin(tmp_path, f"import torch\n@register_solver('{name}')\nclass Nan(DDIM):\n    'All NaN.'\n"
-                          "    def sample(self, denoiser, x_T, grid, generator=None):\n"
-                          "        denoiser.x0(x_T, grid[0])\n        return torch.full_like(x_T, float('nan'))\n")
+                          "    def sample(self, denoiser, x_T, plan, generator=None):\n"
+                          "        denoiser.x0(x_T, plan.grid[0])\n        return torch.full_like(x_T, float('nan'))\n")
     out = tmp_path / "run"
     assert main(["run", "--plugin", str(p), "--models", "gmm2d", "--solvers", f"{name},ddim", "--nfe", "2",
                  "--samples", "8", "--metrics", "fid", "-q", "--no-plots", "--out", str(out)]) == 0
@@ -275,7 +275,7 @@ def test_flag_only_run_starts_from_neutral_defaults_in_a_fresh_runs_directory(tm
     assert main(args) == 0
     assert "run directory runs/run" in capsys.readouterr().err
     spec = json.loads((tmp_path / "runs" / "run" / "run.json").read_text())["spec"]
-    neutral = RunSpec()
+    neutral = RunConfig()
     assert spec["guidance"] == [1.0] and spec["reference_samples"] == 0
     assert spec["kid_subsets"] == neutral.kid_subsets and spec["below_min_nfe"] == neutral.below_min_nfe
     assert not (tmp_path / "results").exists()
@@ -345,9 +345,9 @@ def test_every_numeric_model_option_declares_its_range():
 
 
 def test_spec_limits():
-    s = RunSpec()
+    s = RunConfig()
     s.update({"seeds": f"0,{MAX_SEED}", "nfe": f"1,{MAX_NFE}", "samples": MAX_SAMPLES})
     for bad in ({"seeds": str(MAX_SEED + 1)}, {"nfe": str(MAX_NFE + 1)}, {"samples": MAX_SAMPLES + 1},
                 {"samples": True}, {"kid_subsets": False}, {"reference_rtol": 1.0}):
         with pytest.raises(SpecError):
-            RunSpec().update(bad)
+            RunConfig().update(bad)

@@ -84,8 +84,8 @@ class Mine(DDIM):
     """DDIM under another name."""
     SCALE = {scale}
 
-    def sample(self, denoiser, x_T, grid, generator=None):
-        return super().sample(denoiser, x_T, grid, generator) * self.SCALE
+    def sample(self, denoiser, x_T, plan, generator=None):
+        return super().sample(denoiser, x_T, plan, generator) * self.SCALE
 '''
     plugin.write_text(src.format(scale=1.0))
     out = str(tmp_path / "R")
@@ -143,9 +143,10 @@ class Greedy(DDIM):
     """DDIM on twice the steps, declared adaptive."""
     adaptive = True
 
-    def sample(self, denoiser, x_T, grid, generator=None):
+    def sample(self, denoiser, x_T, plan, generator=None):
         from solvers.grids import make_grid
-        return super().sample(denoiser, x_T, make_grid("logSNR", denoiser.schedule, 2 * (len(grid) - 1)), generator)
+        grid = make_grid("logSNR", denoiser.schedule, 2 * plan.steps)
+        return super().sample(denoiser, x_T, self.plan_on(denoiser.schedule, grid), generator)
 ''')
     out = str(tmp_path / "R")
     assert main(["run", "--plugin", str(plugin), "--models", "gmm2d", "--solvers", "greedy-adaptive,ddim", "--nfe",
@@ -165,8 +166,8 @@ from solvers.ddim import DDIM
 class Bad(DDIM):
     """A solver whose output is wrong."""
 
-    def sample(self, denoiser, x_T, grid, generator=None):
-        x = super().sample(denoiser, x_T, grid, generator)
+    def sample(self, denoiser, x_T, plan, generator=None):
+        x = super().sample(denoiser, x_T, plan, generator)
         return {ret}
 '''
 

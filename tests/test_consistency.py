@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import models
-from solvers import Denoiser, SpecError, get_solver, make_grid
+from solvers import Denoiser, FixedNFE, SpecError, get_solver, make_grid
 from solvers.consistency import consistency_grid
 
 F64 = torch.float64
@@ -16,11 +16,11 @@ def test_the_update_written_out(schedule):
     model = models.load_model(f"gmm2d:schedule={schedule}", dtype=F64)
     sched = model.schedule
     solver = get_solver("cm-multistep")
-    grid = solver.grid_for(sched, 3)
+    grid = solver.plan(sched, 3).grid
     torch.testing.assert_close(grid, make_grid("karras", sched, 3))   # no consistency grid on this model
     x_T = torch.randn(16, 2, dtype=F64, generator=torch.Generator().manual_seed(0)) * float(sched.sigma(grid[0]))
     d = Denoiser(model, budget=3)
-    got = solver.sample(d, x_T, grid, generator=torch.Generator().manual_seed(5))
+    got = solver.sample_on(d, x_T, grid, generator=torch.Generator().manual_seed(5))
     assert d.nfe == 3
     g, x, ref = torch.Generator().manual_seed(5), x_T, Denoiser(model)
     for k in range(3):
@@ -40,7 +40,7 @@ def test_one_step_is_the_consistency_function_at_T():
     model = models.load_model("gmm2d:schedule=ve", dtype=F64)
     x_T = torch.randn(8, 2, dtype=F64, generator=torch.Generator().manual_seed(1)) * 80
     solver = get_solver("cm-multistep")
-    got = solver.sample(Denoiser(model), x_T, solver.grid_for(model.schedule, 1))
+    got = solver.sample_on(Denoiser(model), x_T, solver.plan(model.schedule, 1))
     torch.testing.assert_close(got, Denoiser(model).x0(x_T, model.schedule.T), atol=0, rtol=0)
 
 
@@ -61,18 +61,20 @@ def test_consistency_grid_is_diffusers_set_timesteps():
 def test_tuned_index_lists_give_the_published_sigmas(ts, n_idx, mid):
     """Spec 3.2's table: the launch scripts' index lists and the sigma each reaches after the first step."""
     solver = get_solver(f"cm-multistep:ts={ts},N={n_idx}")
-    grid = solver.grid_for(_Karras, 2)
+    grid = solver.plan(_Karras, 2).grid
     assert [round(float(s), 4) for s in grid] == [80.0, mid, 0.002]
-    assert solver.fixed_nfe == 2
+    with pytest.raises(FixedNFE) as e:   # an index list fixes the NFE: other budgets have no plan
+        solver.plan(_Karras, 3)
+    assert e.value.nfe == 2
 
 
 def test_index_list_errors():
     with pytest.raises(SpecError, match="not an increasing '/'-separated index list from 0 to 39"):
-        get_solver("cm-multistep:ts=0/22/38").grid_for(_Karras, 2)
+        get_solver("cm-multistep:ts=0/22/38").plan(_Karras, 2)
     with pytest.raises(SpecError, match="give N= too"):
-        get_solver("cm-multistep:ts=0/22/39").grid_for(models.load_model("gmm2d:schedule=ve").schedule, 2)
-    with pytest.raises(SpecError, match="spends 2 NFE; asked for NFE 3"):
-        get_solver("cm-multistep:ts=0/22/39").grid_for(_Karras, 3)
+        get_solver("cm-multistep:ts=0/22/39").plan(models.load_model("gmm2d:schedule=ve").schedule, 2)
+    with pytest.raises(SpecError, match="spends exactly 2 NFE; asked for NFE 3"):
+        get_solver("cm-multistep:ts=0/22/39").plan(_Karras, 3)
     with pytest.raises(SpecError, match="give ts= or grid=, not both"):
         get_solver("cm-multistep:ts=0/39,grid=karras")
     with pytest.raises(SpecError, match="give ts= too"):

@@ -16,7 +16,8 @@
    dpmpp-3m is asserted at order 2: its update is the one of the official DPM-Solver code, diffusers and
    k-diffusion (test_core_diffusers checks parity), whose D2 = (D1_0 - D1_1)/(r0 + r1) is h^2 D''/2, half the
    second difference the phi3 term needs, so the local error is O(h^3) (see the local-order test below).
-   dpmpp-3m:solver_type=taylor doubles that weight and is asserted at order 3.
+   dpmpp-3m:d2_weight=exact doubles that weight and is asserted at order 3 (with the midpoint and the taylor
+   second-order warm-up alike).
 2. Local order of one update on a problem where D depends on lambda only and the exact step is closed form.
 """
 import math
@@ -26,6 +27,7 @@ import pytest
 import torch
 
 import solvers
+from solvers.denoiser import Network
 from solvers.dpmpp import dpmpp_multistep_update
 from solvers.exponential import Interval
 from solvers.schedules import VE
@@ -41,7 +43,8 @@ ORDERS = [
     ("heun:grid=logSNR", 2, 0.25),
     ("dpmpp-2m", 2, 0.25),
     ("dpmpp-3m", 2, 0.25),          # design order 3; the reference formula is second order (module doc)
-    ("dpmpp-3m:solver_type=taylor", 3, 0.35),   # the exact Taylor weight of D2 restores order 3
+    ("dpmpp-3m:d2_weight=exact", 3, 0.35),   # the exact Taylor weight of D2 restores order 3
+    ("dpmpp-3m:d2_weight=exact,solver_type=taylor", 3, 0.35),
     ("ode-euler", 1, 0.15),
     ("ode-midpoint", 2, 0.25),
     ("ode-rk4", 4, 0.5),
@@ -56,8 +59,8 @@ def problem(gmm, x_T):
     model = gmm("vp-linear")
     xT = x_T(N_SAMPLES, seed=0, scale=float(model.schedule.sigma(model.schedule.T)))
     ends = solvers.make_grid("logSNR", model.schedule, 1)   # the same endpoints as every logSNR grid below
-    ref = solvers.get_solver("ode-dopri5:rtol=1e-12,atol=1e-12").sample(solvers.Denoiser(model), xT, ends)
-    loose = solvers.get_solver("ode-dopri5:rtol=1e-10,atol=1e-10").sample(solvers.Denoiser(model), xT, ends)
+    ref = solvers.get_solver("ode-dopri5:rtol=1e-12,atol=1e-12").sample_on(solvers.Denoiser(model), xT, ends)
+    loose = solvers.get_solver("ode-dopri5:rtol=1e-10,atol=1e-10").sample_on(solvers.Denoiser(model), xT, ends)
     # the worst sample's distance to a 100x looser solve: an upper bound of the reference's own error
     ref_err = float((ref - loose).norm(dim=1).max())
     return model, xT, ref, ref_err
@@ -92,7 +95,7 @@ def exact_step(lam_s, lam_t, x_s):
     return math.exp(lam_s - lam_t) * x_s + math.exp(-lam_t) * integral
 
 
-class LambdaOnly:
+class LambdaOnly(Network):
     """x0-prediction model on VE whose output is D(lambda(t)) whatever x."""
     schedule = VE()
     prediction = "x0"
@@ -114,12 +117,12 @@ def solver_step(spec):
     def step(h):
         ve = LambdaOnly.schedule
         grid = ve.t_of_lambda(torch.tensor([LAM_S, LAM_S + h], dtype=F64))
-        x = solvers.get_solver(spec).sample(solvers.Denoiser(LambdaOnly()), torch.full((1, 1), X_S, dtype=F64), grid)
+        x = solvers.get_solver(spec).sample_on(solvers.Denoiser(LambdaOnly()), torch.full((1, 1), X_S, dtype=F64), grid)
         return float(x)
     return step
 
 
-def multistep_step(order, solver_type="dpmsolver"):
+def multistep_step(order, solver_type="dpmsolver", d2_weight="reference"):
     """One multistep update from exact history on a uniform lambda grid."""
     def step(h):
         ve = LambdaOnly.schedule
@@ -127,7 +130,7 @@ def multistep_step(order, solver_type="dpmsolver"):
         Ds = [torch.full((1, 1), D(float(lam)), dtype=F64) for lam in lams]
         iv = Interval(ve, ve.t_of_lambda(LAM_S), ve.t_of_lambda(LAM_S + h))
         x = torch.full((1, 1), X_S, dtype=F64)
-        return float(dpmpp_multistep_update(iv, x, Ds, lams, order, solver_type))
+        return float(dpmpp_multistep_update(iv, x, Ds, lams, order, solver_type, d2_weight))
     return step
 
 
@@ -139,12 +142,12 @@ def test_local_order_singlestep(spec, local):
     assert abs(local_order(solver_step(spec)) - local) < 0.15
 
 
-@pytest.mark.parametrize("order,solver_type,local", [
-    (1, "dpmsolver", 2), (2, "dpmsolver", 3), (2, "taylor", 3),
-    (3, "dpmsolver", 3),   # the reference 3M update: local O(h^3), i.e. a second-order method
-    (3, "taylor", 4),      # exact D2 weight: local O(h^4), third order
+@pytest.mark.parametrize("order,solver_type,d2_weight,local", [
+    (1, "dpmsolver", "reference", 2), (2, "dpmsolver", "reference", 3), (2, "taylor", "reference", 3),
+    (3, "dpmsolver", "reference", 3),   # the reference 3M update: local O(h^3), i.e. a second-order method
+    (3, "dpmsolver", "exact", 4),       # exact D2 weight: local O(h^4), third order
 ])
-def test_local_order_multistep(order, solver_type, local):
-    assert abs(local_order(multistep_step(order, solver_type)) - local) < 0.15
+def test_local_order_multistep(order, solver_type, d2_weight, local):
+    assert abs(local_order(multistep_step(order, solver_type, d2_weight)) - local) < 0.15
 
 

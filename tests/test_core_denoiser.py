@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from solvers import Denoiser, NFEBudgetExceeded, VPLinear
+from solvers.denoiser import Network
 
 F64 = torch.float64
 
@@ -24,7 +25,7 @@ def test_prediction_types_agree(gmm, x_T, schedule):
         assert (s.alpha(t) * ref.x0 + s.sigma(t) * ref.eps - xt).abs().max() <= 1e-12
 
 
-class FakeConditional:
+class FakeConditional(Network):
     """Class-conditional eps model: 3 classes, label 3 is the null (unconditional) label."""
     schedule = VPLinear()
     prediction = "eps"

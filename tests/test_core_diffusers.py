@@ -88,7 +88,7 @@ def test_ddim_matches_diffusers(xT, n):
     grid = make_grid("leading", model.schedule, n)
     assert torch.equal(grid[:-1], model.schedule.t_of_step(sch.timesteps.to(F64)))
     den = Denoiser(model, budget=n)
-    x = get_solver("ddim").sample(den, xT, grid)
+    x = get_solver("ddim").sample_on(den, xT, grid)
     assert den.nfe == n
     assert (x - ref).abs().max() <= TOL
 
@@ -108,7 +108,7 @@ def test_ddim_eta_matches_diffusers(xT, n, eta):
         t = model.schedule.t_of_step(int(step)).expand(x.shape[0])
         z = torch.randn(x.shape, generator=g, dtype=F64) if i < n - 1 else torch.zeros_like(x)
         x = sch.step(model.forward(x, t), step, x, eta=eta, variance_noise=z).prev_sample
-    ours = get_solver(f"ddim:eta={eta}").sample(Denoiser(model), xT, make_grid("leading", model.schedule, n),
+    ours = get_solver(f"ddim:eta={eta}").sample_on(Denoiser(model), xT, make_grid("leading", model.schedule, n),
                                                  generator=torch.Generator().manual_seed(7))
     assert (ours - x).abs().max() <= TOL
 
@@ -124,7 +124,7 @@ def test_dpmpp_multistep_matches_diffusers(xT, no_downcast, order, n):
     grid = make_grid("linspace", model.schedule, n)
     assert torch.equal(grid[:-1], model.schedule.t_of_step(sch.timesteps.to(F64)))
     den = Denoiser(model, budget=n)
-    x = get_solver(f"dpmpp-{order}m").sample(den, xT, grid)
+    x = get_solver(f"dpmpp-{order}m").sample_on(den, xT, grid)
     assert den.nfe == n
     assert (x - ref).abs().max() <= TOL
 
@@ -134,7 +134,7 @@ def test_dpmpp_2m_taylor_matches_diffusers_heun(xT, no_downcast, n):
     sch = DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2, solver_type="heun")
     model = common_tables(sch)
     ref = run_diffusers(sch, model, xT, n)
-    x = get_solver("dpmpp-2m:solver_type=taylor").sample(Denoiser(model), xT, make_grid("linspace", model.schedule, n))
+    x = get_solver("dpmpp-2m:solver_type=taylor").sample_on(Denoiser(model), xT, make_grid("linspace", model.schedule, n))
     assert (x - ref).abs().max() <= TOL
 
 
@@ -143,7 +143,7 @@ def test_dpmpp_without_lower_order_final_matches_diffusers(xT, no_downcast, n):
     sch = DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=3, lower_order_final=False)
     model = common_tables(sch)
     ref = run_diffusers(sch, model, xT, n)
-    x = get_solver("dpmpp-3m:lower_order_final=false").sample(Denoiser(model), xT,
+    x = get_solver("dpmpp-3m:lower_order_final=false").sample_on(Denoiser(model), xT,
                                                               make_grid("linspace", model.schedule, n))
     assert (x - ref).abs().max() <= TOL
 

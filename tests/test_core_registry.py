@@ -56,11 +56,10 @@ def test_options_are_typed_and_the_spec_round_trips():
 def test_nfe_below_min_nfe_names_the_minimum(name, minimum):
     s = get_solver(name)
     assert s.min_nfe == minimum
-    with pytest.raises(SpecError, match=rf"NFE {minimum - 1} is below the minimum for solver '{name}': {minimum}"):
-        s.steps_for(minimum - 1)
-    with pytest.raises(SpecError, match="below the minimum"):
-        s.grid_for(solvers.VPLinear(), minimum - 1)
-    assert s.steps_for(minimum) >= 1
+    with pytest.raises(solvers.BelowMinimumNFE,
+                       match=rf"NFE {minimum - 1} is below the minimum for solver '{name}': {minimum}"):
+        s.plan(solvers.VPLinear(), minimum - 1)
+    assert s.plan(solvers.VPLinear(), minimum).nfe == minimum
 
 
 def test_list_solvers_has_summaries():

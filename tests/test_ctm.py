@@ -27,6 +27,7 @@ class GaussianFlow(DiffusionModel):
     G(x, t, s) = sqrt(v(s)/v(t)) x; its x0-prediction is E[x0|x_t] = alpha SIGMA_D^2 / v(t) x."""
 
     prediction, shape = "x0", (3,)
+    has_flow_map = True
 
     def __init__(self, schedule):
         self.schedule = schedule
@@ -62,11 +63,11 @@ def _hand_written_ve(model, x_T, grid, gamma, seed):
 def test_the_reference_loop_written_out(gamma, nfe):
     model = GaussianFlow(VE())
     solver = get_solver(f"ctm-gamma:gamma={gamma}")
-    grid = solver.grid_for(model.schedule, nfe)
+    grid = solver.plan(model.schedule, nfe).grid
     torch.testing.assert_close(grid, make_grid("karras", model.schedule, nfe))
     x_T = _noise(64, 80.0)
     d = Denoiser(model, budget=nfe)
-    got = solver.sample(d, x_T, grid, generator=torch.Generator().manual_seed(3))
+    got = solver.sample_on(d, x_T, grid, generator=torch.Generator().manual_seed(3))
     assert d.nfe == nfe
     torch.testing.assert_close(got, _hand_written_ve(model, x_T, grid, gamma, 3), rtol=1e-12, atol=1e-12)
 
@@ -80,7 +81,7 @@ def test_every_gamma_keeps_the_exact_law(schedule, gamma):
     n = 40_000
     x_T = _noise(n, float(torch.sqrt(model.v(torch.tensor(T, dtype=F64)))), seed=1)
     solver = get_solver(f"ctm-gamma:gamma={gamma}")
-    out = solver.sample(Denoiser(model), x_T, solver.grid_for(schedule, 4), generator=torch.Generator().manual_seed(2))
+    out = solver.sample_on(Denoiser(model), x_T, solver.plan(schedule, 4), generator=torch.Generator().manual_seed(2))
     var = out.var(0)
     expected = float(model.v(torch.tensor(t_end, dtype=F64)))
     # sample variance of 40,000 normals: relative sd sqrt(2/n) = 0.7 %; 3 coordinates, 4 % is > 5 sd
@@ -94,7 +95,7 @@ def test_a_wrong_renoising_would_be_caught():
     model = GaussianFlow(VE())
     solver = get_solver("ctm-gamma:gamma=0.9")
     x_T = _noise(40_000, float(torch.sqrt(model.v(torch.tensor(80.0, dtype=F64)))), seed=1)
-    grid = solver.grid_for(model.schedule, 4)
+    grid = solver.plan(model.schedule, 4).grid
     x = x_T
     for i in range(4):
         x = model.flow_map(x, grid[i].expand(x.shape[0]), solver.jump_time(model.schedule, grid, i).expand(x.shape[0]))
@@ -107,11 +108,11 @@ def test_gamma_0_on_an_exact_flow_map_is_the_exact_ode_solution(schedule):
     base = models.load_model(f"gmm2d:schedule={schedule}", dtype=F64)
     sched = flow.schedule
     x_T = torch.randn(100, 2, dtype=F64, generator=torch.Generator().manual_seed(0)) * float(sched.sigma(sched.T))
-    exact = get_solver("ode-dopri5:rtol=1e-10,atol=1e-10").sample(
+    exact = get_solver("ode-dopri5:rtol=1e-10,atol=1e-10").sample_on(
         Denoiser(base), x_T, torch.tensor([sched.T, sched.t_min], dtype=F64))
     for nfe in (1, 3, 6):
         d = Denoiser(flow, budget=nfe)
-        got = get_solver("ctm-gamma").sample(d, x_T, get_solver("ctm-gamma").grid_for(sched, nfe))
+        got = get_solver("ctm-gamma").sample_on(d, x_T, get_solver("ctm-gamma").plan(sched, nfe))
         assert d.nfe == nfe
         assert float((got - exact).abs().max()) < 1e-3      # rtol 1e-6 per jump; seen 6e-5 (ve), 2.6e-4 (vp)
 
@@ -121,8 +122,8 @@ def test_gamma_1_on_a_ve_flow_map_is_cm_multistep():
     x_T = torch.randn(50, 2, dtype=F64, generator=torch.Generator().manual_seed(4)) * 80
     for nfe in (1, 2, 4):
         ctm, cm = get_solver("ctm-gamma:gamma=1"), get_solver("cm-multistep")
-        a = ctm.sample(Denoiser(flow), x_T, ctm.grid_for(flow.schedule, nfe), generator=torch.Generator().manual_seed(9))
-        b = cm.sample(Denoiser(flow), x_T, cm.grid_for(flow.schedule, nfe), generator=torch.Generator().manual_seed(9))
+        a = ctm.sample_on(Denoiser(flow), x_T, ctm.plan(flow.schedule, nfe), generator=torch.Generator().manual_seed(9))
+        b = cm.sample_on(Denoiser(flow), x_T, cm.plan(flow.schedule, nfe), generator=torch.Generator().manual_seed(9))
         # cm-multistep reads f through the Denoiser's x0 -> eps -> x0 round trip: seen 1.9e-14
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
 
@@ -133,8 +134,8 @@ def test_gamma_0_without_a_flow_map_is_ddim(schedule):
     model = models.load_model(f"gmm2d:schedule={schedule}", dtype=F64)
     x_T = torch.randn(50, 2, dtype=F64, generator=torch.Generator().manual_seed(5)) * float(model.schedule.sigma(model.schedule.T))
     grid = make_grid("karras", model.schedule, 6)
-    a = get_solver("ctm-gamma").sample(Denoiser(model), x_T, grid)
-    b = get_solver("ddim:grid=karras").sample(Denoiser(model), x_T, grid)
+    a = get_solver("ctm-gamma").sample_on(Denoiser(model), x_T, grid)
+    b = get_solver("ddim:grid=karras").sample_on(Denoiser(model), x_T, grid)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
@@ -144,14 +145,14 @@ def test_guided_flow_map_is_the_guided_ode():
     sched = flow.schedule
     x_T = torch.randn(6, 1, 8, 8, dtype=F64, generator=torch.Generator().manual_seed(0))
     y = torch.arange(6)
-    exact = get_solver("ode-dopri5:rtol=1e-8,atol=1e-8").sample(
+    exact = get_solver("ode-dopri5:rtol=1e-8,atol=1e-8").sample_on(
         Denoiser(base, y=y, guidance=3.0), x_T, torch.tensor([sched.T, sched.t_min], dtype=F64))
     d = Denoiser(flow, y=y, guidance=3.0, budget=2)
-    got = get_solver("ctm-gamma").sample(d, x_T, get_solver("ctm-gamma").grid_for(sched, 2))
+    got = get_solver("ctm-gamma").sample_on(d, x_T, get_solver("ctm-gamma").plan(sched, 2))
     assert d.nfe == 2
     assert float((got - exact).abs().max()) < 1e-3
     # and the consistency function at T is the same map straight to t_min (cm-multistep, 1 NFE)
-    one = get_solver("cm-multistep").sample(Denoiser(flow, y=y, guidance=3.0), x_T, make_grid("karras", sched, 1))
+    one = get_solver("cm-multistep").sample_on(Denoiser(flow, y=y, guidance=3.0), x_T, make_grid("karras", sched, 1))
     assert float((one - exact).abs().max()) < 1e-3
 
 
@@ -159,7 +160,7 @@ def test_budget_and_errors():
     model = GaussianFlow(VE())
     solver = get_solver("ctm-gamma:gamma=0.5")
     with pytest.raises(NFEBudgetExceeded):
-        solver.sample(Denoiser(model, budget=3), _noise(4, 80.0), solver.grid_for(model.schedule, 4),
+        solver.sample_on(Denoiser(model, budget=3), _noise(4, 80.0), solver.plan(model.schedule, 4),
                       generator=torch.Generator().manual_seed(0))
     for bad in ("-0.1", "1.5"):
         with pytest.raises(SpecError, match=r"gamma must be in \[0, 1\]"):

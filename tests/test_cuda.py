@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from bench.runner import Runner
-from bench.spec import RunSpec
+from bench.spec import RunConfig
 from models import load_model
 from solvers import Denoiser, get_solver, list_solvers
 
@@ -24,12 +24,12 @@ STOCHASTIC = ["ddim:eta=1"]
 
 def _sample(spec, model, x_T, y=None, guidance=1.0, seed=0):
     solver = get_solver(spec)
-    if getattr(solver, "needs_ratios", False) and solver.ratio is None:
+    if solver.needs_calibration:
         solver.ratio = 1.1   # the harness gives DC solvers calibrated ratios
     d = Denoiser(model, y=y, guidance=guidance, budget=None if solver.adaptive else NFE)
     gen = torch.Generator().manual_seed(seed)  # on the CPU, as the runner's
     with torch.no_grad():
-        x = solver.sample(d, x_T, solver.grid_for(model.schedule, NFE), generator=gen)
+        x = solver.sample_on(d, x_T, solver.plan(model.schedule, NFE), generator=gen)
     return x, d.nfe
 
 
@@ -71,7 +71,7 @@ def test_a_run_on_cuda_gives_the_cpu_table(tmp_path):
     rows = {}
     for dev in ("cpu", "cuda"):
         out = tmp_path / dev
-        summary = Runner(RunSpec(device=dev, **common), out, log=lambda m: None).run()
+        summary = Runner(RunConfig(device=dev, **common), out, log=lambda m: None).run()
         assert not summary["failed"], summary["failed"]
         rows[dev] = pd.read_csv(out / "results.csv").set_index(["model", "solver", "guidance"]).sort_index()
     meta = json.loads((tmp_path / "cuda" / "run.json").read_text())

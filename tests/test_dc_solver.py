@@ -20,7 +20,7 @@ from bench.calibration import CALIBRATION_SEED, calibration_key, exact_states
 from bench.cli import main
 from bench.reference import reference_solution
 from bench.runner import Runner, initial_noise
-from bench.spec import RunSpec
+from bench.spec import RunConfig
 from solvers import Denoiser, SpecError, get_solver
 from solvers.dc_solver import compensate, lagrange_weights, search_ratios
 
@@ -39,7 +39,7 @@ def x_T(model, n=32, seed=0):
 def sample(spec_or_solver, model, xT, nfe):
     solver = get_solver(spec_or_solver) if isinstance(spec_or_solver, str) else spec_or_solver
     d = Denoiser(model, budget=nfe)
-    x = solver.sample(d, xT, solver.grid_for(model.schedule, nfe))
+    x = solver.sample_on(d, xT, solver.plan(model.schedule, nfe))
     return x, d.nfe
 
 
@@ -96,15 +96,15 @@ def test_compensated_value_stays_in_the_history(gmm):
     """Spec pitfall 3: the compensated M_0 is the next step's M_1 too, not a temporary copy."""
     solver = get_solver("unipc+dc:ratio=1.3")
     xT = x_T(gmm, 8)
-    grid = solver.grid_for(gmm.schedule, 6)
+    plan = solver.plan(gmm.schedule, 6)
     d = Denoiser(gmm)
-    x, hist = xT, solver.start(d, xT, grid)
+    x, hist, ctx = solver.begin(d, xT, plan)
     for i in range(2):
-        x, hist = solver.step(d, x, hist, grid, i)
+        x, hist = solver.step(d, x, hist, plan, i, ctx)
     assert len(hist.Ms) == 3
     comp = compensate(hist, 1.3)
     assert torch.equal(comp.Ms[:2][0], hist.Ms[0]) and not torch.equal(comp.Ms[-1], hist.Ms[-1])
-    _, after = solver.step(d, x, comp, grid, 2)
+    _, after = solver.step(d, x, comp, plan, 2, ctx)
     assert torch.equal(after.Ms[-2], comp.Ms[-1]) and len(after.Ms) == 3
 
 
@@ -121,14 +121,14 @@ def test_missing_or_mismatched_ratios_are_one_clear_error(gmm):
 def test_exact_states_are_the_reference_solution_at_each_grid_time(gmm):
     xT = x_T(gmm, 16)
     solver = get_solver("unipc+dc")
-    grid = solver.grid_for(gmm.schedule, 5)
+    grid = solver.plan(gmm.schedule, 5).grid
     states = exact_states(gmm, xT, None, 1.0, grid, rtol=1e-8)
     assert len(states) == 5
     for k in (2, 5):
         ref = reference_solution(gmm, xT, None, 1.0, grid[k], 1e-8, None, "t")
         torch.testing.assert_close(states[k - 1], ref, atol=1e-5, rtol=1e-5)
     # a grid ending at sigma = 0: the last state is the data prediction at t_min, as reference_solution gives
-    grid0 = get_solver("unipc+dc:grid=trailing").grid_for(gmm.schedule, 5)
+    grid0 = get_solver("unipc+dc:grid=trailing").plan(gmm.schedule, 5).grid
     assert float(gmm.schedule.sigma(grid0[-1])) == 0.0
     last = exact_states(gmm, xT, None, 1.0, grid0, rtol=1e-8)[-1]
     torch.testing.assert_close(last, reference_solution(gmm, xT, None, 1.0, 0.0, 1e-8, None, "t"), atol=1e-5, rtol=1e-5)
@@ -139,10 +139,10 @@ def test_search_lowers_the_error_it_minimises(gmm, spec):
     solver = get_solver(spec)
     xT = initial_noise(gmm, CALIBRATION_SEED, 10, F64)
     nfe = 6
-    grid = solver.grid_for(gmm.schedule, nfe)
-    targets = exact_states(gmm, xT, None, 1.0, grid, rtol=1e-8)
+    plan = solver.plan(gmm.schedule, nfe)
+    targets = exact_states(gmm, xT, None, 1.0, plan.grid, rtol=1e-8)
     d = Denoiser(gmm)
-    ratios = search_ratios(solver, d, xT, grid, targets, iters=40, lr=0.1)
+    ratios = search_ratios(solver, d, xT, plan, targets, iters=40, lr=0.1)
     assert len(ratios) == nfe and ratios[:2] == [1.0, 1.0] and all(r != 1.0 for r in ratios[2:])
     # cost: the start, then per step `iters` searched evaluations (steps 3..M-1; the last step has none) plus the
     # committed one; the final predictor-only step is searched without any evaluation
@@ -153,11 +153,11 @@ def test_search_lowers_the_error_it_minimises(gmm, spec):
         assert used == nfe
         return float(torch.mean((x - targets[-1]) ** 2))
     assert final_err(ratios) < 0.8 * final_err([1.0] * nfe)
-    assert search_ratios(solver, Denoiser(gmm), xT, grid, targets, iters=0) == [1.0] * nfe
+    assert search_ratios(solver, Denoiser(gmm), xT, plan, targets, iters=0) == [1.0] * nfe
 
 
 def test_run_calibrates_once_and_reuses_the_file(tmp_path, gmm):
-    spec = RunSpec(models=["gmm2d"], solvers=["unipc+dc", "dpmpp-2m+dc:ratio=1.1"], nfe=[4, 5], samples=64,
+    spec = RunConfig(models=["gmm2d"], solvers=["unipc+dc", "dpmpp-2m+dc:ratio=1.1"], nfe=[4, 5], samples=64,
                    metrics=["traj_rmse"], dtype="float64")
     logs = []
     out = Runner(spec, tmp_path / "a", log=logs.append).run()
@@ -205,7 +205,7 @@ def test_guard_falls_back_to_the_base_only_when_the_search_did_not_help():
 
 def test_guarded_solver_shares_the_search_and_samples_as_the_base_when_it_hurt(tmp_path, gmm):
     """One search serves both; where it raised its own final error the guarded cell equals dpmpp-2m exactly."""
-    spec = RunSpec(models=["gmm2d"], solvers=["dpmpp-2m+dc", "dpmpp-2m+dc:guard=true", "dpmpp-2m"],
+    spec = RunConfig(models=["gmm2d"], solvers=["dpmpp-2m+dc", "dpmpp-2m+dc:guard=true", "dpmpp-2m"],
                    nfe=[5, 20], samples=64, metrics=["traj_rmse"], dtype="float64")
     logs = []
     out = Runner(spec, tmp_path / "a", log=logs.append).run()

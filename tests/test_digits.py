@@ -54,7 +54,7 @@ def test_guidance_through_denoiser(model):
     e_u = model.forward(x, torch.full((8,), 0.5, dtype=torch.float64), None)
     torch.testing.assert_close(p.eps, e_u + 3 * (e_c - e_u), atol=1e-5, rtol=1e-5)
     s = get_solver("dpmpp-2m")
-    out = s.sample(Denoiser(model, y=y, guidance=3, budget=5), torch.randn(8, 1, 8, 8), s.grid_for(model.schedule, 5))
+    out = s.sample_on(Denoiser(model, y=y, guidance=3, budget=5), torch.randn(8, 1, 8, 8), s.plan(model.schedule, 5))
     assert out.shape == (8, 1, 8, 8) and torch.isfinite(out).all()
 
 
@@ -117,8 +117,8 @@ def test_samples_are_digits_of_their_class():
     model = load_model("digits")
     y = torch.arange(300) % 10
     s = get_solver("dpmpp-3m")
-    x = s.sample(Denoiser(model, y=y, budget=20), torch.randn(300, 1, 8, 8, generator=torch.Generator().manual_seed(1)),
-                 s.grid_for(model.schedule, 20))
+    x = s.sample_on(Denoiser(model, y=y, budget=20), torch.randn(300, 1, 8, 8, generator=torch.Generator().manual_seed(1)),
+                 s.plan(model.schedule, 20))
     assert (classify(x) == y).double().mean() > 0.9
 
 

@@ -93,8 +93,8 @@ def test_teacher_ve_view_has_the_same_ode_solution(teacher):
     z = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(1), dtype=F64)
     y = torch.tensor([1, 4, 7, 10])
     ode = get_solver("ode-dopri5:rtol=1e-7,atol=1e-7")
-    x_vp = ode.sample(Denoiser(view.base, y=y), z, torch.tensor([vp.T, vp.t_min], dtype=F64))
-    x_ve = ode.sample(Denoiser(view, y=y), z * ve.T, torch.tensor([ve.T, ve.t_min], dtype=F64))
+    x_vp = ode.sample_on(Denoiser(view.base, y=y), z, torch.tensor([vp.T, vp.t_min], dtype=F64))
+    x_ve = ode.sample_on(Denoiser(view, y=y), z * ve.T, torch.tensor([ve.T, ve.t_min], dtype=F64))
     torch.testing.assert_close(x_ve, x_vp / vp.alpha(vp.t_min), atol=2e-4, rtol=0)
 
 
@@ -138,12 +138,12 @@ def test_distillation_beats_its_initialisation(model, teacher):
     y = torch.arange(n) % 10
     x_T = torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(2)) * model.schedule.T
     ode = get_solver("dpmpp-3m")
-    ref = ode.sample(Denoiser(model.ode_model, y=y), x_T.double(), ode.grid_for(model.schedule, 60)).float()
+    ref = ode.sample_on(Denoiser(model.ode_model, y=y), x_T.double(), ode.plan(model.schedule, 60)).float()
     cm = get_solver("cm-multistep")
     err = {}
     for name, m in (("distilled", model), ("init", init)):
         d = Denoiser(m, y=y, budget=1)
-        out = cm.sample(d, x_T, cm.grid_for(m.schedule, 1))
+        out = cm.sample_on(d, x_T, cm.plan(m.schedule, 1))
         assert d.nfe == 1
         err[name] = (out - ref).pow(2).mean().sqrt().item()
     assert err["distilled"] < 0.8 * err["init"], err
@@ -163,7 +163,7 @@ def test_cli_runs_and_skips_guidance(tmp_path, capsys):
 
 
 def test_readme_table_is_the_committed_results():
-    """The README's digits-cd table: each cell is the 3-seed mean FID of the committed runs (3 significant digits);
+    """The digits-cd table of results/README.md: each cell is the 3-seed mean FID of the committed runs (3 significant digits);
     the teacher row names the best of its three solvers at that NFE."""
     import re
     from pathlib import Path
@@ -171,7 +171,7 @@ def test_readme_table_is_the_committed_results():
     import pandas as pd
 
     root = Path(__file__).resolve().parents[1]
-    lines = (root / "README.md").read_text().splitlines()
+    lines = (root / "results" / "README.md").read_text().splitlines()
     head = next(i for i, l in enumerate(lines) if l.startswith("| | NFE 1 | NFE 2 | NFE 3 | NFE 4 | NFE 8 | NFE 17 |"))
     nfes = [int(v) for v in re.findall(r"NFE (\d+)", lines[head])]
     cd = pd.read_csv(root / "results" / "digits-cd" / "results.csv").groupby(["solver", "nfe"]).fid.mean()

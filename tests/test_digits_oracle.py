@@ -91,8 +91,8 @@ def test_sampling_lands_on_training_images(oracle):
     n = 100
     y = torch.arange(n) % 10
     s = get_solver("dpmpp-3m")
-    x = s.sample(Denoiser(oracle, y=y, budget=50), torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(0)),
-                 s.grid_for(oracle.schedule, 50))
+    x = s.sample_on(Denoiser(oracle, y=y, budget=50), torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(0)),
+                 s.plan(oracle.schedule, 50))
     d = torch.cdist(x.reshape(n, -1).to(F64), oracle.images)
     nn_dist, idx = d.min(1)
     # the grid ends at t_min (sigma = 0.01): what remains is that noise, ~0.01 * sqrt(64)

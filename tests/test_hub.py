@@ -174,11 +174,11 @@ def test_denoiser_converts_the_unet_output_exactly(ckpt_dirs, prediction_type):
 def test_a_solver_runs(ckpt_dirs):
     model = load_model(f"hf:{ckpt_dirs['epsilon']}")
     solver = get_solver("ddim")
-    grid = solver.grid_for(model.schedule, 3)
+    grid = solver.plan(model.schedule, 3)
     x_T = torch.randn(4, *model.shape, generator=torch.Generator().manual_seed(0))
     d = Denoiser(model, budget=3)
     with torch.no_grad():
-        x0 = solver.sample(d, x_T, grid)
+        x0 = solver.sample_on(d, x_T, grid)
     assert x0.shape == x_T.shape and torch.isfinite(x0).all() and d.nfe == 3
 
 
@@ -421,11 +421,11 @@ def test_cm_multistep_matches_the_diffusers_scheduler(cm_dir, nfe):
             x = sched.step(out, t, x, generator=g).prev_sample
     model = load_model(f"hf:{cm_dir}")
     solver = get_solver("cm-multistep")
-    grid = solver.grid_for(model.schedule, nfe)
+    grid = solver.plan(model.schedule, nfe).grid
     torch.testing.assert_close(grid.float(), sched.sigmas, atol=0, rtol=1e-6)
     d = Denoiser(model, budget=nfe)
     with torch.no_grad():
-        mine = solver.sample(d, x_T, grid, generator=torch.Generator().manual_seed(7))
+        mine = solver.sample_on(d, x_T, grid, generator=torch.Generator().manual_seed(7))
     assert d.nfe == nfe
     # float32 network; the scalings are float64 here, float32 there (seen: 1.8e-5 on one element of 768)
     torch.testing.assert_close(mine, x, atol=1e-4, rtol=1e-4)
@@ -444,11 +444,11 @@ def test_cm_multistep_tuned_indices_match_diffusers_custom_timesteps(cm_dir):
             x = sched.step(unet(sched.scale_model_input(x, t), t).sample, t, x, generator=g).prev_sample
     model = load_model(f"hf:{cm_dir}")
     solver = get_solver("cm-multistep:ts=0/22/39")
-    grid = solver.grid_for(model.schedule, 2)
+    grid = solver.plan(model.schedule, 2).grid
     torch.testing.assert_close(grid.float(), sched.sigmas, atol=0, rtol=1e-6)
     assert round(float(grid[1]), 4) == 1.3824
     with torch.no_grad():
-        mine = solver.sample(Denoiser(model, budget=2), x_T, grid, generator=torch.Generator().manual_seed(8))
+        mine = solver.sample_on(Denoiser(model, budget=2), x_T, grid, generator=torch.Generator().manual_seed(8))
     torch.testing.assert_close(mine, x, atol=1e-4, rtol=1e-4)
 
 
@@ -462,4 +462,4 @@ def test_cm_multistep_runs_from_the_cli(tmp_path, cm_dir, inception_weights):
     df = pd.read_csv(out / "results.csv")
     assert len(df) == 4 and (df["nfe_used"] == df["nfe"]).all() and df["fid"].notna().all()
     with pytest.raises(SpecError, match="NFE 41 exceeds this consistency model's 40-point sigma grid"):
-        get_solver("cm-multistep").grid_for(load_model(f"hf:{cm_dir}").schedule, 41)
+        get_solver("cm-multistep").plan(load_model(f"hf:{cm_dir}").schedule, 41)

@@ -14,8 +14,8 @@ from bench import inception, metrics
 from bench.cli import main
 from bench.memory import GB, check_cell_memory, default_memory_limit_gb, estimate_cell_bytes, reference_batch
 from bench.runner import Runner, plan
-from bench.spec import RunSpec
-from models import load_model
+from bench.spec import RunConfig
+from models import DiffusionModel, load_model
 from solvers import SpecError, get_solver
 
 
@@ -29,7 +29,7 @@ def _no_work(monkeypatch):
 
 def _spec(**kw):
     base = dict(models=["gmm2d"], solvers=["dpmpp-2m"], nfe=[10], samples=1000, metrics=["fid", "kid", "traj_rmse"])
-    return RunSpec(**{**base, **kw})   # the dataclass itself: no validate(), so sizes past the spec's caps pass
+    return RunConfig(**{**base, **kw})   # the dataclass itself: no validate(), so sizes past the spec's caps pass
 
 
 def _one_line(msg: str) -> str:
@@ -89,7 +89,7 @@ def test_limit_zero_turns_the_check_off_and_negative_is_refused(capsys, tmp_path
     for bad in ("-1", "nan", "inf"):
         rc = main(["run", "--models", "gmm2d", "--memory-limit-gb", bad, "--out", str(tmp_path / "r")])
         assert rc == 2 and "memory_limit_gb must be a finite number >= 0" in capsys.readouterr().err
-    spec = RunSpec()
+    spec = RunConfig()
     spec.update({"memory_limit_gb": "2.5"})
     assert spec.memory_limit_gb == 2.5
 
@@ -111,7 +111,7 @@ def test_reference_solve_batches_only_beyond_its_budget():
     for name in ("gmm2d", "digits", "digits-oracle"):   # every committed run solves its reference in one batch
         assert reference_batch(load_model(name), 5000, guidance=4.0 if name != "gmm2d" else 1.0) == 5000
 
-    class Huge:
+    class Huge(DiffusionModel):
         shape, activation_bytes_per_sample = (3, 256, 256), 1 << 28
     assert 1 <= reference_batch(Huge(), 50_000) < 10
 

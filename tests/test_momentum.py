@@ -33,7 +33,7 @@ def discrete():
 
 
 def same(model, a, b, grid, xT):
-    return float((get_solver(a).sample(Denoiser(model), xT, grid) - get_solver(b).sample(Denoiser(model), xT, grid))
+    return float((get_solver(a).sample_on(Denoiser(model), xT, grid) - get_solver(b).sample_on(Denoiser(model), xT, grid))
                  .abs().max())
 
 
@@ -96,14 +96,14 @@ def test_plms_hb_and_ghvb_by_hand(vp_linear):
     x2 = transfer(sched, x1, v2, g[1], g[2])
     e2 = den.eps(x2, g[2])
     x3 = transfer(sched, x2, (1 - beta) * v2 + beta * (3 * e2 - e1) / 2, g[2], g[3])
-    assert (get_solver(f"plms+hb:order=2,beta={beta}").sample(Denoiser(vp_linear), xT, g) - x3).abs().max() <= TOL
+    assert (get_solver(f"plms+hb:order=2,beta={beta}").sample_on(Denoiser(vp_linear), xT, g) - x3).abs().max() <= TOL
     # ghvb 1.6 (r = 2, beta = 0.6): v1 = e0, slope v1; v2 = (1 - b) v1 + b e1, slope ((2 + b) v2 - (2 - b) v1)/(2 b)
     v2 = (1 - beta) * e0 + beta * e1
     x2 = transfer(sched, x1, ((2 + beta) * v2 - (2 - beta) * e0) / (2 * beta), g[1], g[2])
     e2 = den.eps(x2, g[2])
     v3 = (1 - beta) * v2 + beta * e2
     x3 = transfer(sched, x2, ((2 + beta) * v3 - (2 - beta) * v2) / (2 * beta), g[2], g[3])
-    assert (get_solver("ghvb:order=1.6").sample(Denoiser(vp_linear), xT, g) - x3).abs().max() <= TOL
+    assert (get_solver("ghvb:order=1.6").sample_on(Denoiser(vp_linear), xT, g) - x3).abs().max() <= TOL
 
 
 def test_dpmpp_2m_hb_by_hand(vp_linear):
@@ -123,7 +123,7 @@ def test_dpmpp_2m_hb_by_hand(vp_linear):
     v = (1 - beta) * m0 + beta * (m1 + (m1 - m0) / (2 * (lam[1] - lam[0]) / (lam[2] - lam[1])))
     x2 = step(x1, 1, v)
     x3 = step(x2, 2, den.x0(x2, g[2]))     # 3 < 15 steps: lower_order_final makes the last step first order
-    assert (get_solver(f"dpmpp-2m+hb:beta={beta}").sample(Denoiser(vp_linear), xT, g) - x3).abs().max() <= TOL
+    assert (get_solver(f"dpmpp-2m+hb:beta={beta}").sample_on(Denoiser(vp_linear), xT, g) - x3).abs().max() <= TOL
 
 
 # --- NFE and options -------------------------------------------------------------------------------------
@@ -135,10 +135,10 @@ def test_budget_is_spent_exactly(vp_linear, discrete, spec):
     for model, top in ((vp_linear, 50), (discrete, 20)):
         for nfe in range(1, top + 1):
             den = Denoiser(model, budget=nfe)
-            assert torch.isfinite(s.sample(den, xT, s.grid_for(model.schedule, nfe))).all()
+            assert torch.isfinite(s.sample_on(den, xT, s.plan(model.schedule, nfe))).all()
             assert den.nfe == nfe
     with pytest.raises(NFEBudgetExceeded):
-        s.sample(Denoiser(vp_linear, budget=9), xT, s.grid_for(vp_linear.schedule, 10))
+        s.sample_on(Denoiser(vp_linear, budget=9), xT, s.plan(vp_linear.schedule, 10))
 
 
 def test_defaults():
@@ -168,11 +168,11 @@ def test_bad_options(spec, pattern):
 def test_heavy_ball_is_first_order(vp_linear, spec):
     sched = vp_linear.schedule
     xT = noise(128, 0, float(sched.sigma(sched.T)))
-    ref = get_solver("ode-dopri5:rtol=1e-12,atol=1e-12").sample(Denoiser(vp_linear), xT, make_grid("logSNR", sched, 1))
+    ref = get_solver("ode-dopri5:rtol=1e-12,atol=1e-12").sample_on(Denoiser(vp_linear), xT, make_grid("logSNR", sched, 1))
     s, used, err = get_solver(spec), [], []
     for nfe in (80, 160, 320):
         den = Denoiser(vp_linear)
-        err.append(float((s.sample(den, xT, s.grid_for(sched, nfe)) - ref).norm(dim=1).median()))
+        err.append(float((s.sample_on(den, xT, s.plan(sched, nfe)) - ref).norm(dim=1).median()))
         used.append(den.nfe)
     slope = -np.polyfit(np.log(used), np.log(err), 1)[0]
     assert abs(slope - 1) <= 0.2, (slope, err)

@@ -155,11 +155,11 @@ def test_error_paths(tmp_path, capsys):
 
 
 def test_spec_key_fid_changes(tmp_path):
-    from bench.spec import RunSpec
+    from bench.spec import RunConfig
     from solvers.options import SpecError
     p = tmp_path / "s.toml"
     p.write_text('models = ["gmm2d"]\nfid_changes = true\n')
-    assert RunSpec.from_toml(p).fid_changes is True
+    assert RunConfig.from_toml(p).fid_changes is True
     p.write_text('models = ["gmm2d"]\nfid_changes = "sometimes"\n')
     with pytest.raises(SpecError, match="fid_changes"):
-        RunSpec.from_toml(p)
+        RunConfig.from_toml(p)

@@ -2,7 +2,7 @@
 import torch
 
 from bench.runner import Runner
-from bench.spec import RunSpec
+from bench.spec import RunConfig
 from solvers import Solver, register_solver
 
 SEEN = []
@@ -12,16 +12,16 @@ SEEN = []
 class RecordXT(Solver):
     """Test-only solver: records the x_T it is given and spends its budget with DDIM-free evaluations."""
 
-    def sample(self, denoiser, x_T, grid, generator=None):
+    def sample(self, denoiser, x_T, plan, generator=None):
         SEEN.append((denoiser.budget, x_T.clone()))
-        for t in grid[:-1]:
+        for t in plan.grid[:-1]:
             denoiser.x0(x_T, t)
         return x_T
 
 
 def test_same_noise_for_every_solver_and_nfe(tmp_path):
     SEEN.clear()
-    spec = RunSpec(models=["gmm2d"], solvers=["test-record-xT", "test-record-xT:grid=karras"], nfe=[2, 5],
+    spec = RunConfig(models=["gmm2d"], solvers=["test-record-xT", "test-record-xT:grid=karras"], nfe=[2, 5],
                    seeds=[0, 1], samples=64, metrics=["fid"])
     Runner(spec, tmp_path, log=lambda m: None).run()
     assert len(SEEN) == 2 * 2 * 2

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import bench.runner
 from bench.cli import main
-from bench.spec import NUMBERS, RunSpec
+from bench.spec import NUMBERS, RunConfig
 from models import list_models, model_options
 from models.base import _MODELS
 from solvers import SpecError, get_solver, list_solvers
@@ -110,7 +110,7 @@ def test_model_options_parse_or_refuse(text):
     assert all(math.isfinite(v) for v in opts.values() if isinstance(v, float))
 
 
-FIELDS = [f.name for f in fields(RunSpec)]
+FIELDS = [f.name for f in fields(RunConfig)]
 scalars = st.one_of(st.text(max_size=12), st.integers(), st.integers(min_value=-10, max_value=10),
                     st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.sampled_from(TRICKY))
 flag_values = st.one_of(scalars, st.lists(scalars, max_size=4), st.none(),
@@ -118,7 +118,7 @@ flag_values = st.one_of(scalars, st.lists(scalars, max_size=4), st.none(),
                         .map(lambda v: ",".join(map(str, v))))
 
 
-def _assert_valid(spec: RunSpec):
+def _assert_valid(spec: RunConfig):
     spec.validate()
     for key, (rng, _) in NUMBERS.items():
         value = getattr(spec, key)
@@ -133,7 +133,7 @@ def _assert_valid(spec: RunSpec):
 @example({"seeds": [1e20]})
 @example({"reference_rtol": -1.0})
 def test_runspec_update_with_flags_is_valid_or_refused(flags):
-    spec = RunSpec()
+    spec = RunConfig()
     try:
         spec.update(flags)
     except SpecError as e:
@@ -181,7 +181,7 @@ def test_from_toml_is_valid_or_refused(data):
     p = _DIR / "spec.toml"
     p.write_bytes(data)
     try:
-        spec = RunSpec.from_toml(p)
+        spec = RunConfig.from_toml(p)
     except SpecError as e:
         assert str(e).strip()
         return

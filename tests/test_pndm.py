@@ -61,9 +61,9 @@ def test_plms_matches_diffusers(n):
     steps = model.schedule.model_time(grid[:-1]).round().long().tolist()
     assert ts.tolist() == steps[:2] + steps[1:]          # t_1 repeated: the warm-up's second evaluation
     s = get_solver("plms")
-    assert s.grid_for(model.schedule, n + 1).tolist() == grid.tolist()
+    assert s.plan(model.schedule, n + 1).grid.tolist() == grid.tolist()
     den = Denoiser(model, budget=n + 1)
-    x = s.sample(den, xT, grid)
+    x = s.sample_on(den, xT, grid)
     assert den.nfe == len(ts) == n + 1
     assert (x - ref).abs().max() <= 1e-6
 
@@ -74,7 +74,7 @@ def test_f_pndm_matches_diffusers_pseudo_rk(n):
     xT = noise(64)
     model, ts, ref = _run_diffusers(xT, n, skip_prk_steps=False)
     den = Denoiser(model, budget=n + 9)
-    x = get_solver("f-pndm").sample(den, xT, make_grid("leading", model.schedule, n))
+    x = get_solver("f-pndm").sample_on(den, xT, make_grid("leading", model.schedule, n))
     assert den.nfe == len(ts) == n + 9
     assert (x - ref).abs().max() <= 1e-6
 
@@ -97,17 +97,17 @@ def test_s_pndm_by_hand(vp_linear):
     x2 = phi(x1, (3 * e1 - e0) / 2, g[1], g[2])
     e2 = den.eps(x2, g[2])
     x3 = phi(x2, (3 * e2 - e1) / 2, g[2], g[3])
-    x = get_solver("s-pndm").sample(Denoiser(vp_linear), xT, g)
+    x = get_solver("s-pndm").sample_on(Denoiser(vp_linear), xT, g)
     assert (x - x3).abs().max() <= 1e-12
-    assert torch.equal(get_solver("plms:order=2").sample(Denoiser(vp_linear), xT, g), x)
+    assert torch.equal(get_solver("plms:order=2").sample_on(Denoiser(vp_linear), xT, g), x)
 
 
 def test_first_order_members_are_ddim(vp_linear):
     g = make_grid("time_uniform", vp_linear.schedule, 6)
     xT = noise(32, 2)
-    ref = get_solver("ddim").sample(Denoiser(vp_linear), xT, g)
+    ref = get_solver("ddim").sample_on(Denoiser(vp_linear), xT, g)
     for spec in ("plms:order=1,warmup=ab", "plms:order=1,warmup=prk"):
-        assert (get_solver(spec).sample(Denoiser(vp_linear), xT, g) - ref).abs().max() <= 1e-12, spec
+        assert (get_solver(spec).sample_on(Denoiser(vp_linear), xT, g) - ref).abs().max() <= 1e-12, spec
 
 
 @pytest.mark.parametrize("spec", ["plms", "f-pndm"])
@@ -118,7 +118,7 @@ def test_model_outputs_are_combined_as_eps(spec):
     for pred in ("eps", "x0", "v"):
         model = models.load_model(f"gmm2d:prediction={pred}", dtype=F64)
         s = get_solver(spec)
-        out.append(s.sample(Denoiser(model), xT, s.grid_for(model.schedule, 15)))
+        out.append(s.sample_on(Denoiser(model), xT, s.plan(model.schedule, 15)))
     assert (out[1] - out[0]).abs().max() <= 1e-10 and (out[2] - out[0]).abs().max() <= 1e-10
 
 
@@ -131,20 +131,20 @@ def test_nfe_rule_and_budget(vp_linear, spec, min_nfe, extra):
     s = get_solver(spec)
     assert s.min_nfe == min_nfe
     with pytest.raises(SpecError, match=f"below the minimum for solver '{s.name}': {min_nfe}"):
-        s.steps_for(min_nfe - 1)
+        s.plan(vp_linear.schedule, min_nfe - 1)
     discrete = models.load_model("gmm2d", dtype=F64)
     xT = noise(8)
     # every budget up to 50 on the default grid of a continuous schedule; a range on grids ending at sigma = 0
     for model, grid, top in ((vp_linear, None, 50), (discrete, None, min_nfe + 12), (discrete, "trailing", 20)):
         s = get_solver(spec + (("," if ":" in spec else ":") + f"grid={grid}" if grid else ""))
         for nfe in range(min_nfe, top + 1):
-            g = s.grid_for(model.schedule, nfe)
-            assert len(g) - 1 == s.steps_for(nfe) == nfe - extra
+            g = s.plan(model.schedule, nfe)
+            assert g.steps == nfe - extra and g.nfe == nfe
             den = Denoiser(model, budget=nfe)
-            assert torch.isfinite(s.sample(den, xT, g)).all()
+            assert torch.isfinite(s.sample_on(den, xT, g)).all()
             assert den.nfe == nfe, (spec, grid, nfe)
         with pytest.raises(NFEBudgetExceeded):
-            s.sample(Denoiser(model, budget=min_nfe + 3), xT, s.grid_for(model.schedule, min_nfe + 4))
+            s.sample_on(Denoiser(model, budget=min_nfe + 3), xT, s.plan(model.schedule, min_nfe + 4))
 
 
 def test_default_grids(vp_linear):
@@ -152,18 +152,18 @@ def test_default_grids(vp_linear):
     discrete = models.load_model("gmm2d", dtype=F64)
     for name in ("plms", "s-pndm", "f-pndm"):
         s = get_solver(name)
-        assert torch.equal(s.grid_for(discrete.schedule, 20), make_grid("leading", discrete.schedule, s.steps_for(20)))
-        assert torch.equal(s.grid_for(vp_linear.schedule, 20),
-                           make_grid("time_uniform", vp_linear.schedule, s.steps_for(20)))
+        steps = 20 - s.extra_nfe
+        assert torch.equal(s.plan(discrete.schedule, 20).grid, make_grid("leading", discrete.schedule, steps))
+        assert torch.equal(s.plan(vp_linear.schedule, 20).grid, make_grid("time_uniform", vp_linear.schedule, steps))
     with pytest.raises(ValueError, match="needs a discrete"):
-        get_solver("plms:grid=leading").grid_for(vp_linear.schedule, 20)
+        get_solver("plms:grid=leading").plan(vp_linear.schedule, 20)
 
 
 def test_f_pndm_warm_up_onto_sigma_zero_is_a_multistep_step():
     """A grid shorter than the warm-up that ends at sigma = 0: no stage is evaluated there."""
     model = models.load_model("gmm2d", dtype=F64)
     den = Denoiser(model)
-    x = get_solver("f-pndm").sample(den, noise(8), make_grid("leading", model.schedule, 3))
+    x = get_solver("f-pndm").sample_on(den, noise(8), make_grid("leading", model.schedule, 3))
     assert torch.isfinite(x).all() and den.nfe == 4 + 4 + 1
 
 
@@ -182,7 +182,7 @@ def _slope(model, xT, ref, spec, grids):
     used, err = [], []
     for g in grids:
         den = Denoiser(model)
-        x = get_solver(spec).sample(den, xT, g)
+        x = get_solver(spec).sample_on(den, xT, g)
         used.append(den.nfe)
         err.append(float((x - ref).norm(dim=1).median()))
     return -np.polyfit(np.log(used), np.log(err), 1)[0], err
@@ -191,9 +191,9 @@ def _slope(model, xT, ref, spec, grids):
 def test_plms_is_second_order_on_a_logsnr_grid(vp_linear):
     sched = vp_linear.schedule
     xT = noise(128, 0, float(sched.sigma(sched.T)))
-    ref = get_solver("ode-dopri5:rtol=1e-12,atol=1e-12").sample(Denoiser(vp_linear), xT, make_grid("logSNR", sched, 1))
+    ref = get_solver("ode-dopri5:rtol=1e-12,atol=1e-12").sample_on(Denoiser(vp_linear), xT, make_grid("logSNR", sched, 1))
     s = get_solver("plms:grid=logSNR")
-    slope, err = _slope(vp_linear, xT, ref, "plms", [s.grid_for(sched, n) for n in (10, 20, 40, 80)])
+    slope, err = _slope(vp_linear, xT, ref, "plms", [s.plan(sched, n) for n in (10, 20, 40, 80)])
     assert abs(slope - 2) <= 0.25, (slope, err)
 
 
@@ -207,9 +207,9 @@ def test_design_order_on_steps_uniform_in_sbar(vp_linear, spec, order, band):
 
     ta, tb = t_of_sbar(3.0), t_of_sbar(0.3)
     dop = get_solver("ode-dopri5:rtol=1e-12,atol=1e-12")
-    xa = dop.sample(Denoiser(vp_linear), noise(128, 0, float(sched.sigma(sched.T))),
+    xa = dop.sample_on(Denoiser(vp_linear), noise(128, 0, float(sched.sigma(sched.T))),
                     torch.stack([torch.tensor(sched.T, dtype=F64), ta]))
-    ref = dop.sample(Denoiser(vp_linear), xa, torch.stack([ta, tb]))
+    ref = dop.sample_on(Denoiser(vp_linear), xa, torch.stack([ta, tb]))
     grids = []
     for S in (20, 40, 80, 160):
         g = t_of_sbar(torch.linspace(3.0, 0.3, S + 1, dtype=F64))

@@ -1,5 +1,5 @@
 """Paired ratio tables: per-seed ratios averaged, sign agreement across seeds, error paths, the suite's ratios.md,
-and the README's ratio table equal to what the command computes from the committed results."""
+and the results README's ratio table equal to what the command computes from the committed results."""
 import re
 from pathlib import Path
 
@@ -100,17 +100,17 @@ def test_run_writes_ratios_md_for_the_pairs_present(tmp_path):
 
 
 def test_time_shift_momentum_suite_names_its_pairs():
-    from bench.spec import RunSpec
-    spec = RunSpec.from_toml(ROOT / "bench" / "suites" / "time-shift-momentum.toml")
+    from bench.spec import RunConfig
+    spec = RunConfig.from_toml(ROOT / "bench" / "suites" / "time-shift-momentum.toml")
     assert "dpmpp-2m+hb/dpmpp-2m" in spec.ratios
     for pair in spec.ratios:
         assert all(s in spec.solvers for s in parse_pair(pair))
 
 
 def test_readme_ratio_tables_are_what_the_command_computes():
-    """Every row of the README's ratio tables (time-shift and momentum; DC-Solver, FID and traj_rmse) equals a row
+    """Every row of the results README's ratio tables (time-shift and momentum; DC-Solver, FID and traj_rmse) equals a row
     computed from the committed results of a run holding both solvers of its pair."""
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "results" / "README.md").read_text()
     rows = [l for l in readme.splitlines() if re.match(r"\| `[^`]+` / `[^`]+` \| \d", l)]
     pairs = list(dict.fromkeys(re.match(r"\| `([^`]+)` / `([^`]+)`", l).group(1, 2) for l in rows))
     assert {("dpmpp-2m+hb", "dpmpp-2m"), ("unipc+dc", "unipc")} <= set(pairs), "README ratio tables not found"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bench.runner import Runner, plan
-from bench.spec import RunSpec
+from bench.spec import RunConfig
 from solvers import Solver, register_solver
 
 
@@ -15,9 +15,9 @@ from solvers import Solver, register_solver
 class HalfNaN(Solver):
     """Test-only: DDIM-like spend of the budget, then every other sample set to NaN."""
 
-    def sample(self, denoiser, x_T, grid, generator=None):
+    def sample(self, denoiser, x_T, plan, generator=None):
         x = x_T.clone()
-        for t in grid[:-1]:
+        for t in plan.grid[:-1]:
             x = denoiser.x0(x, t)
         x[::2] = float("nan")
         return x
@@ -27,7 +27,7 @@ class HalfNaN(Solver):
 class Raises(Solver):
     """Test-only: always fails."""
 
-    def sample(self, denoiser, x_T, grid, generator=None):
+    def sample(self, denoiser, x_T, plan, generator=None):
         raise RuntimeError("boom")
 
 
@@ -35,14 +35,14 @@ class Raises(Solver):
 class Overspend(Solver):
     """Test-only: tries to spend one NFE more than its budget."""
 
-    def sample(self, denoiser, x_T, grid, generator=None):
-        for _ in range(denoiser.budget + 1):
-            denoiser.x0(x_T, grid[0])
+    def sample(self, denoiser, x_T, plan, generator=None):
+        for _ in range(plan.nfe + 1):
+            denoiser.x0(x_T, plan.grid[0])
         return x_T
 
 
 def test_divergence_recorded_and_failures_isolated(tmp_path):
-    spec = RunSpec(models=["gmm2d"], solvers=["test-half-nan", "test-raises", "test-overspend", "ddim"],
+    spec = RunConfig(models=["gmm2d"], solvers=["test-half-nan", "test-raises", "test-overspend", "ddim"],
                    nfe=[3], samples=200, metrics=["fid", "traj_rmse"])
     logs = []
     summary = Runner(spec, tmp_path, log=logs.append).run()
@@ -61,7 +61,7 @@ def test_divergence_recorded_and_failures_isolated(tmp_path):
 
 def test_traj_rmse_zero_for_the_reference_itself(tmp_path):
     """A dopri5 'solver' at the reference tolerance reproduces the cached reference exactly."""
-    spec = RunSpec(models=["gmm2d"], solvers=["ode-dopri5"], nfe=[1], samples=100, metrics=["traj_rmse"],
+    spec = RunConfig(models=["gmm2d"], solvers=["ode-dopri5"], nfe=[1], samples=100, metrics=["traj_rmse"],
                    dtype="float64")
     Runner(spec, tmp_path, log=lambda m: None).run()
     df = pd.read_csv(tmp_path / "results.csv")
@@ -70,7 +70,7 @@ def test_traj_rmse_zero_for_the_reference_itself(tmp_path):
 
 
 def test_unconditional_models_skip_guidance(tmp_path):
-    spec = RunSpec(models=["gmm2d"], solvers=["ddim"], nfe=[2], guidance=[1.0, 3.0], samples=50, metrics=["fid"])
+    spec = RunConfig(models=["gmm2d"], solvers=["ddim"], nfe=[2], guidance=[1.0, 3.0], samples=50, metrics=["fid"])
     logs = []
     Runner(spec, tmp_path, log=logs.append).run()
     assert len(pd.read_csv(tmp_path / "results.csv")) == 1
@@ -80,7 +80,7 @@ def test_unconditional_models_skip_guidance(tmp_path):
 
 def test_cells_finished_by_another_process_are_not_rerun(tmp_path, monkeypatch):
     """Two processes on one run directory: a cell whose file appears while the grid runs is skipped."""
-    spec = RunSpec(models=["gmm2d"], solvers=["ddim"], nfe=[3, 4, 5], samples=50, metrics=["fid"])
+    spec = RunConfig(models=["gmm2d"], solvers=["ddim"], nfe=[3, 4, 5], samples=50, metrics=["fid"])
     runner = Runner(spec, tmp_path, log=lambda *_: None)
     real, ran = runner.run_cell, []
 
@@ -106,7 +106,7 @@ def test_reference_samples_scores_traj_rmse_on_the_first_k(tmp_path):
     from bench.runner import initial_noise
     from models import load_model
 
-    spec = RunSpec(models=["gmm2d"], solvers=["ddim"], nfe=[6], samples=300, metrics=["traj_rmse"],
+    spec = RunConfig(models=["gmm2d"], solvers=["ddim"], nfe=[6], samples=300, metrics=["traj_rmse"],
                    reference_samples=40)
     runner = Runner(spec, tmp_path, log=lambda *_: None)
     runner.run()
@@ -115,8 +115,8 @@ def test_reference_samples_scores_traj_rmse_on_the_first_k(tmp_path):
     x_T = initial_noise(model, 0, 300, torch.float32)
     from solvers import Denoiser, get_solver
     solver = get_solver("ddim")
-    grid = solver.grid_for(model.schedule, 6)
-    x = solver.sample(Denoiser(model, budget=6), x_T, grid)
+    plan = solver.plan(model.schedule, 6)
+    x, grid = solver.sample(Denoiser(model, budget=6), x_T, plan), plan.grid
     ref = reference_solution(model, x_T[:40], None, 1.0, grid[-1], 1e-6, None, "t")
     assert got == pytest.approx(traj_rmse(x[:40], ref), rel=1e-9)
     assert got != pytest.approx(traj_rmse(x, reference_solution(model, x_T, None, 1.0, grid[-1], 1e-6, None, "t")),

@@ -57,17 +57,17 @@ class NoiseProbe(DDIM):
     """Returns x_T and records the first noise the runner's generator gives it."""
     seen = []
 
-    def sample(self, denoiser, x_T, grid, generator=None):
-        denoiser.predict(x_T, grid[0])
+    def sample(self, denoiser, x_T, plan, generator=None):
+        denoiser.predict(x_T, plan.grid[0])
         NoiseProbe.seen.append(gaussian_like(x_T, generator))
         return x_T.clone()
 
 
 def _probe(tmp_path, samples, batch_size, dtype="float64"):
     from bench.runner import Runner
-    from bench.spec import RunSpec
+    from bench.spec import RunConfig
     NoiseProbe.seen = []
-    spec = RunSpec(models=["gmm2d"], solvers=["noise-probe"], nfe=[1], samples=samples, batch_size=batch_size,
+    spec = RunConfig(models=["gmm2d"], solvers=["noise-probe"], nfe=[1], samples=samples, batch_size=batch_size,
                    metrics=["fid"], dtype=dtype)
     r = Runner(spec, tmp_path / f"r{batch_size}", log=lambda *a: None)
     r.run()

@@ -5,6 +5,7 @@ import torch
 
 import models
 from solvers import Denoiser, NFEBudgetExceeded, SpecError, get_solver, make_grid
+from solvers.denoiser import Network
 from solvers.exponential import Interval, noise_step
 from solvers.time_shift import shifted_time
 
@@ -29,7 +30,7 @@ def gmm():
     return get
 
 
-class Recording:
+class Recording(Network):
     """Wraps a model and records the (per-sample) times of every network call."""
 
     def __init__(self, model):
@@ -93,11 +94,11 @@ def test_no_shift_is_the_base_sampler(gmm, ts, base, schedule):
         grids.append(make_grid("leading", model.schedule, 20))
     sep = "," if ":" in ts else ":"
     for g in grids:
-        ref = get_solver(base).sample(Denoiser(model), xT, g)
+        ref = get_solver(base).sample_on(Denoiser(model), xT, g)
         for off in ("window=0", "cutoff=1000"):
-            x = get_solver(ts + sep + off).sample(Denoiser(model), xT, g)
+            x = get_solver(ts + sep + off).sample_on(Denoiser(model), xT, g)
             assert (x - ref).abs().max() <= TOL, (off, g[:3])
-        shifted = get_solver(ts).sample(Denoiser(model), xT, g)
+        shifted = get_solver(ts).sample_on(Denoiser(model), xT, g)
         assert (shifted - ref).abs().max() > 1e-6, "the default window should shift something"
 
 
@@ -113,7 +114,7 @@ def test_ddim_ts_by_hand(gmm):
         x = noise_step(Interval(sched, s, g[i + 1]), x, den.eps(x, s))
         if i < 3:
             s = shifted_time(sched, x, g[i + 1], g[i + 2], 30, 300)
-    out = get_solver("ddim+ts").sample(Denoiser(model), xT, g)
+    out = get_solver("ddim+ts").sample_on(Denoiser(model), xT, g)
     assert (out - x).abs().max() <= TOL
 
 
@@ -123,12 +124,12 @@ def test_per_sample_times_reach_the_model(gmm, spec):
     s = get_solver(spec + (",grid=leading" if ":" in spec else ":grid=leading"))
     nfe = 20
     den = Denoiser(rec, budget=nfe)
-    s.sample(den, noise(64, 4), s.grid_for(rec.schedule, nfe))
+    s.sample_on(den, noise(64, 4), s.plan(rec.schedule, nfe))
     assert den.nfe == nfe == len(rec.times)
     steps = [rec.schedule.model_time(t) for t in rec.times]
     varied = [st for st in steps if st.unique().numel() > 1]
     assert varied, "no per-sample shift happened"
-    g = s.grid_for(rec.schedule, nfe)
+    g = s.plan(rec.schedule, nfe).grid
     nominal = rec.schedule.model_time(torch.cat([g[:-1], (g[:-1] + g[1:]) / 2]))   # grid and pseudo-RK mid times
     for st in varied:   # each shifted call lies within w // 2 = 15 steps of a nominal time
         near = (st[:, None] - nominal[None, :]).abs().min(dim=1).values
@@ -140,8 +141,8 @@ def test_selection_is_per_sample(gmm, spec):
     model = gmm("vp-linear")
     xT = noise(64, 5)
     s = get_solver(spec)
-    g = s.grid_for(model.schedule, 12)
-    assert torch.equal(s.sample(Denoiser(model), xT, g)[:16], s.sample(Denoiser(model), xT[:16], g))
+    g = s.plan(model.schedule, 12)
+    assert torch.equal(s.sample_on(Denoiser(model), xT, g)[:16], s.sample_on(Denoiser(model), xT[:16], g))
 
 
 def test_digits_network_with_guidance():
@@ -151,10 +152,10 @@ def test_digits_network_with_guidance():
     for spec in ("ddim+ts", "pndm+ts", "dpm-solver+ts"):
         s = get_solver(spec)
         den = Denoiser(model, y=torch.arange(8) % 10, guidance=3.0, budget=10)
-        x = s.sample(den, xT, s.grid_for(model.schedule, 10))
+        x = s.sample_on(den, xT, s.plan(model.schedule, 10))
         assert den.nfe == 10 and x.dtype == torch.float32 and torch.isfinite(x).all()
-        ref = get_solver(spec + ":window=0").sample(Denoiser(model, y=torch.arange(8) % 10, guidance=3.0), xT,
-                                                     s.grid_for(model.schedule, 10))
+        ref = get_solver(spec + ":window=0").sample_on(Denoiser(model, y=torch.arange(8) % 10, guidance=3.0), xT,
+                                                     s.plan(model.schedule, 10))
         assert (x - ref).abs().max() > 1e-4, spec
 
 
@@ -169,10 +170,10 @@ def test_budget_is_spent_exactly(gmm, spec, min_nfe, schedule, prediction):
     xT = noise(8, 6, float(model.schedule.sigma(model.schedule.T)))
     for nfe in range(min_nfe, 51 if schedule == "vp-discrete" else min_nfe + 10):
         den = Denoiser(model, budget=nfe)
-        assert torch.isfinite(s.sample(den, xT, s.grid_for(model.schedule, nfe))).all()
+        assert torch.isfinite(s.sample_on(den, xT, s.plan(model.schedule, nfe))).all()
         assert den.nfe == nfe
     with pytest.raises(NFEBudgetExceeded):
-        s.sample(Denoiser(model, budget=min_nfe + 2), xT, s.grid_for(model.schedule, min_nfe + 3))
+        s.sample_on(Denoiser(model, budget=min_nfe + 2), xT, s.plan(model.schedule, min_nfe + 3))
 
 
 def test_defaults():

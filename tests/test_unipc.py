@@ -75,16 +75,16 @@ def test_unip2_bh2_without_corrector_is_dpmpp_2m(grid, steps, opts):
     model = models.load_model("gmm2d:schedule=" + ("vp-discrete" if grid == "linspace" else "vp-linear"), dtype=F64)
     g = make_grid(grid, model.schedule, steps)
     xT = noise(64, 4)
-    a = get_solver("unipc:order=2,variant=bh2,corrector=false" + opts).sample(Denoiser(model), xT, g)
-    b = get_solver("dpmpp-2m" + opts.replace(",", ":")).sample(Denoiser(model), xT, g)
+    a = get_solver("unipc:order=2,variant=bh2,corrector=false" + opts).sample_on(Denoiser(model), xT, g)
+    b = get_solver("dpmpp-2m" + opts.replace(",", ":")).sample_on(Denoiser(model), xT, g)
     assert (a - b).abs().max() <= 1e-10
 
 
 def test_unip1_is_ddim(vp_linear):
     g = make_grid("time_uniform", vp_linear.schedule, 7)
     xT = noise(64, 5)
-    a = get_solver("unipc:order=1,corrector=false").sample(Denoiser(vp_linear), xT, g)
-    b = get_solver("ddim").sample(Denoiser(vp_linear), xT, g)
+    a = get_solver("unipc:order=1,corrector=false").sample_on(Denoiser(vp_linear), xT, g)
+    b = get_solver("ddim").sample_on(Denoiser(vp_linear), xT, g)
     assert (a - b).abs().max() <= 1e-12
 
 
@@ -101,7 +101,7 @@ def test_order_plan_with_lower_order_final(vp_linear, monkeypatch, order, M, pla
         return real(iv, x, Ms, lams, p, variant, M_t)
 
     monkeypatch.setattr(mod, "unipc_update", spy)
-    get_solver(f"unipc:order={order}").sample(Denoiser(vp_linear), noise(4), make_grid("logSNR", vp_linear.schedule, M))
+    get_solver(f"unipc:order={order}").sample_on(Denoiser(vp_linear), noise(4), make_grid("logSNR", vp_linear.schedule, M))
     predictor = [p for p, corr in seen if not corr]
     corrector = [p for p, corr in seen if corr]
     assert predictor == plan and corrector == plan[:-1]
@@ -113,8 +113,8 @@ def test_vp_and_ve_give_the_same_samples_on_the_same_lambda_grid():
     g_vp = make_grid("logSNR", m_vp.schedule, 12)
     g_ve = m_ve.schedule.t_of_lambda(m_vp.schedule.lambda_(g_vp))
     xT = noise(64, 3)
-    x_vp = get_solver("unipc").sample(Denoiser(m_vp), xT, g_vp)
-    x_ve = get_solver("unipc").sample(Denoiser(m_ve), xT / m_vp.schedule.alpha(g_vp[0]), g_ve)
+    x_vp = get_solver("unipc").sample_on(Denoiser(m_vp), xT, g_vp)
+    x_ve = get_solver("unipc").sample_on(Denoiser(m_ve), xT / m_vp.schedule.alpha(g_vp[0]), g_ve)
     assert (x_vp - m_vp.schedule.alpha(g_vp[-1]) * x_ve).abs().max() <= 1e-11
 
 
@@ -155,7 +155,7 @@ def test_matches_diffusers(variant, final, order, n):
     model, grid, ref = _run_diffusers(xT, n, order, variant, final)
     assert torch.isfinite(ref).all()
     den = Denoiser(model, budget=n)
-    x = get_solver(f"unipc:order={order},variant={variant}").sample(den, xT, grid)
+    x = get_solver(f"unipc:order={order},variant={variant}").sample_on(den, xT, grid)
     assert den.nfe == n
     assert (x - ref).abs().max() <= 1e-6
 
@@ -166,7 +166,7 @@ def test_matches_diffusers_without_lower_order_final(n):
     pytest.importorskip("diffusers")
     xT = noise(64, 0)
     model, grid, ref = _run_diffusers(xT, n, 3, "bh1", "sigma_min", lower_order_final=False)
-    x = get_solver("unipc:order=3,variant=bh1,lower_order_final=false").sample(Denoiser(model), xT, grid)
+    x = get_solver("unipc:order=3,variant=bh1,lower_order_final=false").sample_on(Denoiser(model), xT, grid)
     assert (x - ref).abs().max() <= 1e-6
 
 
@@ -180,18 +180,18 @@ def test_budget_is_spent_exactly(vp_linear, spec):
     for model, grid in ((vp_linear, None), (discrete, "linspace")):
         for nfe in range(1, 51):
             s2 = get_solver(spec + (f"{':' if ':' not in spec else ','}grid={grid}" if grid else ""))
-            g = s2.grid_for(model.schedule, nfe)
+            g = s2.plan(model.schedule, nfe).grid
             assert len(g) - 1 == nfe
             den = Denoiser(model, budget=nfe)
-            assert torch.isfinite(s2.sample(den, xT, g)).all()
+            assert torch.isfinite(s2.sample_on(den, xT, g)).all()
             assert den.nfe == nfe
     with pytest.raises(NFEBudgetExceeded):
-        s.sample(Denoiser(vp_linear, budget=9), xT, s.grid_for(vp_linear.schedule, 10))
+        s.sample_on(Denoiser(vp_linear, budget=9), xT, s.plan(vp_linear.schedule, 10))
 
 
 def test_float32_stays_float32(vp_linear):
     s = get_solver("unipc")
-    x = s.sample(Denoiser(vp_linear), noise(16).float(), s.grid_for(vp_linear.schedule, 10))
+    x = s.sample_on(Denoiser(vp_linear), noise(16).float(), s.plan(vp_linear.schedule, 10))
     assert x.dtype == torch.float32 and torch.isfinite(x).all()
 
 
@@ -215,7 +215,7 @@ def problem(vp_linear):
     sched = vp_linear.schedule
     xT = noise(128, 0, float(sched.sigma(sched.T)))
     ends = make_grid("logSNR", sched, 1)   # the endpoints of every logSNR grid
-    ref = get_solver("ode-dopri5:rtol=1e-12,atol=1e-12").sample(Denoiser(vp_linear), xT, ends)
+    ref = get_solver("ode-dopri5:rtol=1e-12,atol=1e-12").sample_on(Denoiser(vp_linear), xT, ends)
     return xT, ref
 
 
@@ -223,7 +223,7 @@ def median_slope(model, xT, ref, spec):
     s, used, err = get_solver(spec), [], []
     for nfe in NFES:
         den = Denoiser(model, budget=nfe)
-        x = s.sample(den, xT, s.grid_for(model.schedule, nfe))
+        x = s.sample_on(den, xT, s.plan(model.schedule, nfe))
         used.append(den.nfe)
         err.append(float((x - ref).norm(dim=1).median()))
     return -np.polyfit(np.log(used), np.log(err), 1)[0], err

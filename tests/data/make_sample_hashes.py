@@ -1,6 +1,7 @@
 """Record the sha256 of every registered solver's samples, the 'no number changes' guard of the refactor (issue 17).
 
     python tests/data/make_sample_hashes.py            # writes tests/data/sample_hashes.json
+    python tests/data/make_sample_hashes.py --add      # appends the cases of specs added to SPECS since
 
 For every spec in SPECS (each built-in solver with default options, plus the options that select another code
 path), on `gmm2d` and `digits` (consistency samplers: `gmm2d-flow` and `digits-cd`), at three NFE (the three
@@ -11,7 +12,7 @@ the samples' bytes and the NFE spent. Samples are drawn as the harness draws the
 paired initial noise, balanced labels, a budgeted Denoiser (no budget for adaptive solvers), the solver's own
 grid and the seed-addressed solver noise, 64 samples of seed 0, one thread.
 
-DC solvers (`needs_ratios`) are run with a constant ratio (`ratio=`) and, as the `@ratios` form of a spec, with
+DC solvers (`needs_calibration`) are run with a constant ratio (`ratio=`) and, as the `@ratios` form of a spec, with
 a fixed explicit list (FIXED_RATIOS, cut to the grid's steps) through `with_ratios`: no calibration search.
 
 tests/test_bit_identical.py recomputes the entries with `compute` below and asserts they are unchanged. Bit
@@ -33,6 +34,7 @@ import models
 import solvers
 from bench.runner import check_output, class_labels, initial_noise
 from solvers.noise import NoiseStream
+from solvers.plan import BelowMinimumNFE, FixedNFE
 
 OUT = Path(__file__).with_name("sample_hashes.json")
 SEED = 0
@@ -59,7 +61,8 @@ SPECS = [
     # multistep DPM-Solver++
     "dpmpp-2m", "dpmpp-2m:lower_order_final=false", "dpmpp-2m:solver_type=taylor", "dpmpp-2m:grid=karras",
     "dpmpp-2m:grid=trailing",
-    "dpmpp-3m", "dpmpp-3m:solver_type=taylor", "dpmpp-3m:lower_order_final=false", "dpmpp-3m:grid=leading",
+    "dpmpp-3m", "dpmpp-3m:d2_weight=exact,solver_type=taylor", "dpmpp-3m:lower_order_final=false",
+    "dpmpp-3m:grid=leading",
     # EDM
     "euler", "euler:grid=logSNR", "euler:grid=trailing", "euler:rho=5.0",
     "heun", "heun:grid=leading", "heun:grid=time_uniform",
@@ -90,7 +93,12 @@ SPECS = [
     "cm-multistep", "cm-multistep:N=40,ts=0/22/39", "cm-multistep:N=18,ts=0/9/17", "cm-multistep:ts=0/5/11/17",
     "cm-multistep:grid=karras", "cm-multistep:grid=logSNR",
     "ctm-gamma", "ctm-gamma:gamma=0.5", "ctm-gamma:gamma=1.0", "ctm-gamma:gamma=0.5,grid=logSNR",
+    # added with the multistep core (issue 17): the two new modifier combinations, 3M's official solver_type
+    "unipc+ts", "unipc+ts:window=0", "unipc+ts:order=2,variant=bh2", "dpmpp-3m+dc:ratio=1.05",
+    "dpmpp-3m+dc" + RATIOS_SUFFIX, "dpmpp-3m:solver_type=taylor",
 ]
+# specs renamed since the record was written (same method, same numbers): old name -> new name
+RENAMED = {"dpmpp-3m:solver_type=taylor": "dpmpp-3m:d2_weight=exact,solver_type=taylor"}
 
 # specs valid on one of a pair only (ts= without N= indexes the consistency checkpoint's own grid)
 ONLY_MODELS = {"cm-multistep:ts=0/5/11/17": ("digits-cd",)}
@@ -116,18 +124,26 @@ def make_solver(spec: str):
 
 def models_for(spec: str) -> tuple[str, ...]:
     solver = make_solver(spec)
-    pair = CONSISTENCY_MODELS if getattr(solver, "consistency_sampler", False) else MODELS
+    pair = CONSISTENCY_MODELS if solver.consistency_sampler else MODELS
     return tuple(m for m in pair if m in ONLY_MODELS.get(spec, pair))
 
 
-def nfes_for(spec: str) -> list[int]:
-    solver = make_solver(spec)
-    fixed = getattr(solver, "fixed_nfe", None)
-    if fixed is not None:
-        return [fixed]
-    valid = [n for n in NFE_LADDER if n >= solver.min_nfe]
+def nfes_for(spec: str, schedule) -> list[int]:
+    """The NFE of NFE_LADDER the solver plans (a fixed-NFE solver: its own NFE only)."""
+    solver, valid = make_solver(spec), []
     # an adaptive solver's NFE is what it used, not a budget: its grid and samples are the same at any NFE
-    return valid[:1] if solver.adaptive else valid[:3]
+    wanted = 1 if solver.adaptive else 3
+    for n in NFE_LADDER:
+        if len(valid) == wanted:
+            break
+        try:
+            solver.plan(schedule, n)
+        except FixedNFE as e:
+            return [e.nfe]
+        except BelowMinimumNFE:
+            continue
+        valid.append(n)
+    return valid
 
 
 def guidances_for(model) -> tuple[float, ...]:
@@ -151,7 +167,7 @@ def cases(specs=None) -> list[dict]:
         for m in models_for(spec):
             for dtype in ("float32", "float64") if m in FLOAT64_MODELS else ("float32",):
                 for g in guidances_for(load(m, dtype)):
-                    for nfe in nfes_for(spec):
+                    for nfe in nfes_for(spec, load(m, dtype).schedule):
                         out.append({"spec": spec, "model": m, "nfe": nfe, "guidance": g, "dtype": dtype})
     return out
 
@@ -165,12 +181,12 @@ def sample(c: dict) -> tuple[torch.Tensor, int, list | None]:
     model = load(c["model"], c["dtype"])
     spec, fixed_ratios = parse(c["spec"])
     solver = solvers.get_solver(spec)
-    grid = solver.grid_for(model.schedule, c["nfe"])
+    plan = solver.plan(model.schedule, c["nfe"])
     ratios = None
-    if solver.needs_ratios and solver.ratio is None:
+    if solver.needs_calibration:
         if not fixed_ratios:
             raise ValueError(f"{c['spec']}: a DC solver needs ratio= or the {RATIOS_SUFFIX} form here")
-        steps = len(grid) - 1
+        steps = plan.steps
         if steps > len(FIXED_RATIOS):
             raise ValueError(f"{c['spec']}: {steps} steps, FIXED_RATIOS has {len(FIXED_RATIOS)}")
         ratios = list(FIXED_RATIOS[:steps])
@@ -181,7 +197,7 @@ def sample(c: dict) -> tuple[torch.Tensor, int, list | None]:
     y = class_labels(model, N_SAMPLES)
     d = solvers.Denoiser(model, y=y, guidance=c["guidance"], budget=None if solver.adaptive else c["nfe"])
     with torch.no_grad():
-        x = solver.sample(d, x_T, grid, generator=NoiseStream(SEED, 0))
+        x = solver.sample(d, x_T, plan, generator=NoiseStream(SEED, 0))
     check_output(x, x_T, c["spec"])
     return x, d.nfe, ratios
 
@@ -205,7 +221,23 @@ def meta() -> dict:
             "threads": 1, "hash": "sha256 of x.contiguous().numpy().tobytes()"}
 
 
+def add_new(names) -> int:
+    """--add: compute the cases of specs the record does not hold yet, keep every recorded entry as it is."""
+    record = json.loads(OUT.read_text())
+    old = {e["spec"] for e in record["entries"]}
+    new = [s for s in SPECS if s not in old]
+    entries = record["entries"] + [compute(c) for c in cases(new)]
+    want = [tuple(c.values()) for c in cases()]
+    got = [tuple(e[k] for k in ("spec", "model", "nfe", "guidance", "dtype")) for e in entries]
+    if got != want:
+        raise SystemExit("the recorded specs are not a prefix of SPECS in order: regenerate deliberately instead")
+    OUT.write_text(json.dumps({"meta": record["meta"], "specs": SPECS, "entries": entries}, indent=1) + "\n")
+    print(f"added {len(entries) - len(record['entries'])} entries for {', '.join(new)} to {OUT}")
+    return 0
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     torch.set_num_threads(1)
     names = builtin_solvers()
     missing = sorted(set(names) - {make_solver(s).name for s in SPECS})
@@ -214,6 +246,8 @@ def main(argv=None) -> int:
     odd = [s for s in SPECS if make_solver(s).spec != parse(s)[0]]
     if odd or len(set(SPECS)) != len(SPECS):
         raise SystemExit(f"SPECS must hold distinct canonical specs; not canonical: {', '.join(odd)}")
+    if "--add" in argv:
+        return add_new(names)
     t0 = time.perf_counter()
     entries = []
     for c in cases():
