@@ -1,5 +1,6 @@
 """Committed numbers reproduce: 50 cells drawn from results/standard (every solver at least once, a fixed draw)
-are recomputed with today's code and their metrics equal the committed ones (slow: several minutes).
+are recomputed with today's code and their metrics equal the committed ones to the tolerances below (slow: 21 cells took
+27 min on 2 shared CPU cores, most of it the dopri5 reference solves of traj_rmse over 1,000 samples).
 
     python -m pytest -m slow tests/test_reproduce_standard.py
 """
@@ -18,7 +19,11 @@ ROOT = Path(__file__).resolve().parents[1]
 STANDARD = ROOT / "results" / "standard"
 N_CELLS = 50
 METRICS = ("fid", "kid", "traj_rmse", "cond_acc")
-RTOL = 1e-9   # thread count and BLAS may move the last bits of the Frechet distance's matrix square root
+# Relative tolerances. The committed cells were computed in float32 with batch size 0 under another load and
+# thread count; the digits network's float32 convolutions round differently there, which moves FID and the
+# trajectory error in the 7th digit and KID (a difference of kernel means) in the 5th (measured on 21 cells:
+# 8.6e-7, 2.5e-6, 4.0e-5). The samples' bit identity is tests/test_bit_identical.py's job (one thread).
+RTOL = {"fid": 1e-5, "traj_rmse": 1e-5, "kid": 1e-4, "cond_acc": 0.0, "nfe_used": 0.0}
 
 
 def draw_cells(df: pd.DataFrame, n: int = N_CELLS, seed: int = 17) -> pd.DataFrame:
@@ -47,7 +52,7 @@ def test_fifty_standard_cells_reproduce(tmp_path):
                   (got.guidance == row.guidance) & (got.seed == row.seed)].iloc[0]
         for m in METRICS + ("nfe_used",):
             a, b = float(row[m]), float(got[m])
-            if not (math.isnan(a) and math.isnan(b)) and not math.isclose(a, b, rel_tol=RTOL, abs_tol=0):
+            if not (math.isnan(a) and math.isnan(b)) and not math.isclose(a, b, rel_tol=RTOL[m], abs_tol=0):
                 bad.append(f"{row.model} {row.solver} NFE={row.nfe} g={row.guidance:g} seed={row.seed} {m}: "
                            f"committed {a!r}, now {b!r}")
     assert not bad, "\n".join(bad)
