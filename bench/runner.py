@@ -21,12 +21,13 @@ from .plugins import load_installed_plugins, load_plugin_file
 
 from .calibration import (CALIBRATION_NOISES, CALIBRATION_SEED, CalibrationFile, calibrate, calibration_key,
                           guarded_ratios)
-from .metrics import data_space_metrics, finite_mask, traj_rmse
+from .cell_data import CellData
+from .metric_families import CellResult, compute_metrics
+from .metrics import finite_mask
 from .memory import check_cell_memory
 from .preflight import preflight
-from .nfe_changes import cell_features, reference_moments, save_cell_features, save_reference
+from .nfe_changes import reference_moments, save_cell_features, save_reference
 from .identity import cell_identity, differences, identity_hash
-from .reference import reference_solution
 from .spec import RunConfig
 from .store import RunStore, identity_key
 
@@ -278,7 +279,7 @@ class Runner:
         dest = self.store.move_aside(list(clash), "replaced")
         self.log(f"moved {len(clash)} cell(s) made with another setup ({'; '.join(what[:3])}) to {dest}")
 
-    def run_cell(self, cell: Cell) -> dict:
+    def run_cell(self, cell: Cell) -> CellResult:
         model = self.model(cell.model)
         solver = get_solver(cell.solver)
         plan = solver.plan(model.schedule, cell.nfe)
@@ -300,8 +301,6 @@ class Runner:
             nfe_used = max(nfe_used, d.nfe)
         wall = time.perf_counter() - t0
         x = torch.cat(outs)
-        from .cell_data import CellData
-        from .metric_families import CellResult
         data = CellData(model, x, finite_mask(x), y, x_T, plan.grid, cell, self.spec, self.cache_dir)
         row = {"model": cell.model, "solver": cell.solver, "nfe": cell.nfe, "nfe_used": nfe_used,
                "guidance": cell.guidance, "seed": cell.seed, "n_samples": cell.n_samples,
@@ -357,7 +356,6 @@ class Runner:
     def score(self, data) -> dict:
         """diverged_frac and the spec's metrics of a cell (its CellData), each through the metric registry
         (bench/metric.py), over the finite samples only: a diverged sample never silently enters an average."""
-        from .metric_families import compute_metrics
         return compute_metrics(data, self.spec.metrics)
 
     @property

@@ -58,7 +58,6 @@ class DynamicCompensation(Modifier):
     adjust_history of the multistep core)."""
 
     hook = "adjust_history"
-    needs_calibration = True   # the harness searches the ratios (bench/calibration.py) unless `ratio` is given
     ranges = {"ratio": (-10, 10)}   # a constant ratio; calibrated ones fall within -1.4..4.5 on the suites
     ratios = None         # one per step, rho_1..rho_M
 
@@ -66,8 +65,11 @@ class DynamicCompensation(Modifier):
         super().check()
         if self.guard and self.ratio is not None:
             raise SpecError(f"solver '{self.name}': guard= applies to calibrated ratios, not to a constant ratio=")
-        if self.ratio is not None:
-            self.needs_calibration = False
+
+    @property
+    def needs_calibration(self) -> bool:
+        """The harness searches the ratios (bench/calibration.py) unless a constant `ratio` is given."""
+        return self.ratio is None
 
     @property
     def calibration_spec(self) -> str:
