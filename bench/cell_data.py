@@ -6,6 +6,7 @@ FID-change table), the real data's features, the exact ODE solution behind traj_
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,15 @@ class CellData:
 
     samples: the finite samples (every sample x (N, ...) is on the CPU, diverged ones included; ok marks the
     finite ones, computed when not given); labels: their conditioning labels (y (N,) or None); features() and
-    reference_features(): the model's FID feature space; reference_solution(): the exact ODE solution from x_T
-    at the end of `grid` (cell: the Cell, for its guidance and seed). spec: the RunConfig (default RunConfig());
-    cache_dir: the run's cache."""
+    reference_features(): the model's FID feature space; predictions(): the feature classifier's labels of the
+    finite samples; reference_solution(): the exact ODE solution from x_T at the end of `grid` (cell: the Cell,
+    for its guidance and seed), reference_errors(): each of the first k rows' squared distance from it. spec:
+    the RunConfig (default RunConfig()); cache_dir: the run's cache.
+
+    A cell run in shards (bench/shard.py) has no x unless it was kept: `from_shards` builds its CellData from
+    the merged per-sample quantities, which the metrics then read as if computed here."""
     model: Any
-    x: torch.Tensor
+    x: torch.Tensor | None
     ok: torch.Tensor | None = None
     y: torch.Tensor | None = None
     x_T: torch.Tensor | None = None
@@ -41,6 +46,7 @@ class CellData:
     def __post_init__(self):
         if self.ok is None:
             self.ok = finite_mask(self.x)
+        self.ok = torch.as_tensor(self.ok)
         if self.spec is None:
             from .spec import RunConfig
             self.spec = RunConfig()
@@ -54,9 +60,26 @@ class CellData:
     def n_finite(self) -> int:
         return int(self.ok.sum())
 
+    @classmethod
+    def from_shards(cls, model, shards, y, grid, cell, spec, cache_dir, samples=None) -> "CellData":
+        """The CellData of a cell from its ShardResults (in row order): the metrics read the merged features,
+        predictions and reference errors; `samples` (all rows) only when the run kept them."""
+        ok = torch.from_numpy(np.concatenate([r.ok for r in shards]))
+        data = cls(model, samples, ok, y, None, grid, cell, spec, cache_dir)
+        parts = {"features": [r.features for r in shards], "predictions": [r.predictions for r in shards],
+                 "reference_errors": [r.ref_sq for r in shards]}
+        for name, arrays in parts.items():
+            arrays = [a for a in arrays if a is not None]
+            if arrays:
+                data._cache[name] = np.concatenate(arrays)
+        return data
+
     @property
     def samples(self) -> torch.Tensor:
         """The finite samples: no metric ever averages a diverged one in."""
+        if self.x is None:
+            raise RuntimeError("this cell's samples were not kept (a metric that needs 'samples' makes the shards "
+                               "return them)")
         return self._once("samples", lambda: self.x[self.ok])
 
     @property
@@ -67,6 +90,22 @@ class CellData:
     def features(self) -> np.ndarray | None:
         """(finite samples, D) features in the model's FID feature space (None: the model has none here)."""
         return self._once("features", lambda: sample_features(self.model, self.samples, self.spec))
+
+    def predictions(self) -> np.ndarray | None:
+        """(finite samples,) the feature classifier's labels (None: the model's features have no classifier, or
+        a sharded cell did not compute them)."""
+        if self.x is None and "predictions" not in self._cache:
+            return None
+        return self._once("predictions", lambda: feature_pass(self.model, self.samples, self.spec, True)[1])
+
+    def reference_errors(self) -> np.ndarray:
+        """(k,) each of the first k = spec.reference_samples (0: all) rows' squared distance (summed over the
+        coordinates) from the exact ODE solution; nan or inf for a diverged row."""
+        def errors():
+            ref = self.reference_solution()
+            x = self.x[:ref.shape[0]].to(torch.float64)
+            return ((x - ref) ** 2).reshape(ref.shape[0], -1).sum(1).numpy()
+        return self._once("reference_errors", errors)
 
     def reference_features(self) -> np.ndarray | None:
         """(M, D) features of the real data in the same space (None: not available, e.g. FID statistics only).
@@ -85,6 +124,27 @@ class CellData:
                                       self.grid[-1], spec.reference_rtol, self.cache_dir,
                                       f"{cell.model}|{cell.seed}|{spec.dtype}", spec.batch_size)
         return self._once("reference_solution", solve)
+
+
+def feature_pass(model, x: torch.Tensor, spec, predictions: bool = False):
+    """(features, predictions) of finite model-space samples x: their FID features (`sample_features`) and, for
+    a classifier's feature space, the classifier's labels from the same pass (cond_acc); either may be None."""
+    if x.shape[0] == 0:   # every sample of the batch diverged
+        dim = {"data": math.prod(model.shape), "digits-classifier": 128, "inception-v3-compat": 2048}.get(
+            model.feature_extractor)
+        return (None if dim is None else np.zeros((0, dim), np.float32),
+                np.zeros(0, np.int64) if predictions and model.feature_extractor == "digits-classifier" else None)
+    if model.feature_extractor == "digits-classifier":
+        from models.classifier import load_classifier
+
+        from .fidelity import _clean
+        net = load_classifier()
+        xs, _ = _clean(x, None)
+        with torch.no_grad():
+            f = net.features(xs)
+            p = net.fc2(f).argmax(1).numpy() if predictions else None
+        return f.to(torch.float32).numpy(), p
+    return sample_features(model, x, spec), None
 
 
 def sample_features(model, x: torch.Tensor, spec) -> np.ndarray | None:

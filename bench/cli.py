@@ -21,10 +21,12 @@ class RunStopped(Exception):
 
 # Flags that keep `nfebench run` (no spec) the quick suite: where and how it runs and what it writes besides
 # its cells. Any other flag without a spec is a flag-only run from the neutral RunConfig defaults.
-SUITE_SETTINGS = ("device", "batch_size", "out", "ratios", "fid_changes", "calibration", "memory_limit_gb")
+EXECUTION = ("executor", "workers", "devices", "shard_samples", "save_samples", "slurm_partition",
+             "slurm_gpus_per_task", "slurm_time_min", "slurm_array_parallelism", "ray_address")
+SUITE_SETTINGS = ("device", "batch_size", "out", "ratios", "fid_changes", "calibration", "memory_limit_gb") + EXECUTION
 SPEC_FLAGS = ("models", "solvers", "nfe", "guidance", "seeds", "samples", "batch_size", "metrics", "device", "dtype",
-              "out", "inception_weights", "fid_stats", "ratios", "fid_changes", "below_min_nfe", "kid_subsets",
-              "reference_rtol", "reference_samples", "calibration", "memory_limit_gb")
+              "model_dtype", "out", "inception_weights", "fid_stats", "ratios", "fid_changes", "below_min_nfe",
+              "kid_subsets", "reference_rtol", "reference_samples", "calibration", "memory_limit_gb") + EXECUTION
 
 
 def _neutral_defaults() -> str:
@@ -75,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", dest="batch_size", type=int)
     run.add_argument("--metrics")
     run.add_argument("--device")
-    run.add_argument("--dtype")
+    run.add_argument("--dtype", help="the solver's state and arithmetic: float32 (default) or float64")
+    run.add_argument("--model-dtype", dest="model_dtype",
+                     help="the network's dtype: float32, float64, bfloat16 or float16 (default: --dtype's)")
     run.add_argument("--out")
     run.add_argument("--plugin", action="append", default=None, help="load solvers from a Python file")
     run.add_argument("--inception-weights", dest="inception_weights")
@@ -94,6 +98,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--replace", action="store_true",
                      help="move cells of the run directory made with another setup to RUN/replaced/ and compute "
                           "this spec's (without it such a rerun is refused)")
+    ex = run.add_argument_group("where shards run (none of these changes a number)")
+    ex.add_argument("--executor", help="local (default, in process), pool (processes), submitit (SLURM, or its "
+                                       "local executor without srun), ray")
+    ex.add_argument("--workers", type=int, help="processes of the pool (implies --executor pool), or tasks in "
+                                                "flight for submitit/ray")
+    ex.add_argument("--devices", help="one pool worker per device: cuda:0,cuda:1,...")
+    ex.add_argument("--shard-samples", dest="shard_samples", type=int,
+                    help="samples per shard (a multiple of --batch-size; default 8 batches)")
+    ex.add_argument("--save-samples", dest="save_samples", action="store_true", default=None,
+                    help="write every sample of a cell to RUN/samples/<cell>.npz")
+    ex.add_argument("--slurm-partition", dest="slurm_partition")
+    ex.add_argument("--slurm-gpus-per-task", dest="slurm_gpus_per_task", type=int)
+    ex.add_argument("--slurm-time-min", dest="slurm_time_min", type=int)
+    ex.add_argument("--slurm-array-parallelism", dest="slurm_array_parallelism", type=int)
+    ex.add_argument("--ray-address", dest="ray_address", help="a Ray cluster to join (default: a local Ray)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     run.add_argument("--no-plots", action="store_true")
 
@@ -170,7 +189,7 @@ def _fresh_run_dir(spec) -> str:
 
     def comparable(d: dict) -> dict:
         d = json.loads(json.dumps(d, default=str))
-        return {k: v for k, v in d.items() if k not in ("out", "memory_limit_gb")}
+        return {k: v for k, v in d.items() if k not in ("out", "memory_limit_gb") + EXECUTION}
 
     want = comparable(spec.to_dict())
     for i in itertools.count(1):

@@ -4,12 +4,13 @@ The model names its torch-fidelity feature extractor (`model.feature_extractor`,
 its registered reference dataset (`model.fid_reference`, e.g. 'digits'); both are registered by
 `models.classifier.register_fidelity`. Samples stay in model space (float (N, 1, 8, 8) in [-1, 1]); they are
 clipped to [-1, 1] as saving them as images would, and non-finite samples are dropped (never averaged in).
-FID and KID come from `torch_fidelity.calculate_metrics` (KID: `kid_subsets` subsets, default 100, of
-min(1000, N) samples): torch-fidelity's own formulas (moments of float32 features, the eigenvalues of S1 S2),
-not bench/metrics.py's core, which agrees with them to rounding but not bit for bit, so the committed digits
-numbers stay torch-fidelity's. The
-reference features and FID statistics are cached by torch-fidelity under `cache_dir` (or the user cache dir),
-in a folder keyed by the extractor's weights sha256 so that retrained weights never meet stale statistics.
+FID and KID are computed from the classifier's features, one feature pass per sample (made while sampling
+when a cell runs in shards, bench/shard.py): FID by torch-fidelity's own formulas (`fid_features_to_statistics`
+and `fid_statistics_to_metric`, the moments of float32 features: the value `calculate_metrics` gives, bit for
+bit), KID by bench/metrics.py's `kid`, the same estimator on the same subsets as torch-fidelity's (100 subsets
+of min(1000, N), RandomState(2020)) in float64, which differs from torch-fidelity's float32 sums by their
+rounding (a few 1e-6 relative). torch-fidelity's `calculate_metrics` is used for `fid_floor` only, with its
+cache under `cache_dir` (or the user cache dir) in a folder keyed by the extractor's weights sha256.
 Nothing touches the network.
 """
 from __future__ import annotations
@@ -19,11 +20,14 @@ import os
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from solvers.options import SpecError
 
-from .metrics import KID_SUBSET_SIZE, KID_SUBSETS  # torch-fidelity's defaults: 100 subsets of 1000
+from .metrics import KID_SUBSET_SIZE, KID_SUBSETS, kid  # torch-fidelity's defaults: 100 subsets of 1000
+
+TORCH_FIDELITY_SEED = 2020   # torch-fidelity's rng_seed: the KID subsets it draws
 
 _EXTRACTORS = ("digits-classifier",)
 
@@ -65,30 +69,20 @@ def _clean(samples: torch.Tensor, labels):
     return x, labels
 
 
-def fidelity_metrics(model, samples: torch.Tensor, labels: torch.Tensor | None,
-                     cache_dir: Path | None = None, kid_subsets: int = KID_SUBSETS) -> dict:
-    """{'fid', 'kid', 'cond_acc'} of model-space samples (N, 1, 8, 8) against the model's reference dataset.
+def classifier_fid_kid(model, feats, ref_feats, kid_subsets: int = KID_SUBSETS) -> dict:
+    """{'fid', 'kid'} of samples' classifier features (N, 128) against the reference's (M, 128)."""
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 
-    cond_acc is the digits classifier's accuracy on the samples w.r.t. their conditioning labels (nan without
-    labels). Non-finite samples are dropped first; with fewer than 2 finite samples every metric is nan.
-    """
-    from models.classifier import classifier_info, classify, register_fidelity
-    from models.digits_data import TensorImages
-
-    name = model.feature_extractor
-    if name not in _EXTRACTORS:
-        raise SpecError(f"fidelity_metrics handles the feature extractors {', '.join(_EXTRACTORS)}; "
-                        f"model '{model.spec}' names '{name}'")
-    reference = model.fid_reference or "digits"
-    register_fidelity()
-    x, y = _clean(samples, labels)
-    out = {"fid": math.nan, "kid": math.nan, "cond_acc": math.nan}
-    if x.shape[0] >= 2:
-        root = _cache_root(cache_dir, classifier_info()["sha256"])
-        out.update(_calculate(TensorImages(x), reference, root, kid=True, n_min=x.shape[0], kid_subsets=kid_subsets))
-    if y is not None and x.shape[0] > 0:
-        out["cond_acc"] = float((classify(x) == y).double().mean())
-    return out
+    if model.feature_extractor not in _EXTRACTORS:
+        raise SpecError(f"classifier FID handles the feature extractors {', '.join(_EXTRACTORS)}; "
+                        f"model '{model.spec}' names '{model.feature_extractor}'")
+    f = torch.as_tensor(np.asarray(feats, np.float32))
+    r = torch.as_tensor(np.asarray(ref_feats, np.float32))
+    if f.shape[0] < 2:
+        return {"fid": math.nan, "kid": math.nan}
+    fid = fid_statistics_to_metric(fid_features_to_statistics(f), fid_features_to_statistics(r), False)
+    return {"fid": float(fid["frechet_inception_distance"]),
+            "kid": kid(f, r, subsets=kid_subsets, subset_size=KID_SUBSET_SIZE, seed=TORCH_FIDELITY_SEED)}
 
 
 def fid_floor(seed: int = 0) -> float:

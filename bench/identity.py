@@ -7,7 +7,8 @@ aside with --replace), so no table mixes two setups. The identity holds
 - the solver: name, every option as resolved (`ddim:eta=0` and `ddim` are one solver; option order is
   irrelevant), and the sha256 of its source file when it comes from outside the package (a plugin);
 - the coordinates: NFE, guidance (exactly), seed;
-- the protocol: samples, dtype, device type, batch size, metrics and their settings (reference tolerance and
+- the protocol: samples, dtype (and the network's model_dtype when it differs), device type, batch size,
+  metrics and their settings (reference tolerance and
   sample count of traj_rmse, KID subsets), the FID feature extractor and reference files (sha256), and for
   calibrated solvers the calibration file they read.
 nfebench's own code version is not in it (run.json records the git commit).
@@ -67,6 +68,8 @@ def protocol(spec, model, n_samples: int) -> dict:
     bs = spec.batch_size if 0 < spec.batch_size < n_samples else n_samples
     out = {"n_samples": n_samples, "dtype": spec.dtype, "device": str(spec.device).split(":")[0],
            "batch_size": bs, "metrics": metrics}
+    if spec.model_dtype and spec.model_dtype != spec.dtype:   # mixed precision: the network's own dtype
+        out["model_dtype"] = spec.model_dtype
     if "traj_rmse" in metrics:
         out["reference_rtol"] = float(spec.reference_rtol)
         out["reference_samples"] = min(spec.reference_samples or n_samples, n_samples)

@@ -61,7 +61,7 @@ def to_uint8(samples: torch.Tensor) -> torch.Tensor:
 def _device(model, samples) -> bool:
     """Run the extractor on CUDA when the model (or the samples) live there."""
     dev = str(model.device)
-    return torch.cuda.is_available() and (dev.startswith("cuda") or samples.is_cuda)
+    return torch.cuda.is_available() and (dev.startswith("cuda") or (samples is not None and samples.is_cuda))
 
 
 def _weights_tag(path: str | None) -> str:

@@ -1,15 +1,18 @@
 """A cell's memory, estimated before it runs: `plan()` refuses a cell whose estimate is over the run's limit.
 
 The estimate is a rough upper bound of a cell's peak resident memory (host and device together), in bytes,
-from its sizes alone (no sampling): N samples of D elements of `itemsize` bytes, its batch, NFE, solver and
-model. It is the largest of the phases a cell goes through one after another, each on top of what the whole
-cell holds (the interpreter with torch, the model's weights, the time grid and x_T):
+from its sizes alone (no sampling): N samples of D elements of `itemsize` bytes, its batch, shard, NFE, solver
+and model. A cell streams its samples batch by batch into one feature pass (bench/shard.py) and keeps only
+per-sample features (and the samples themselves with save_samples or a metric that reads them), so the estimate
+is the largest of these phases, each on top of what every cell holds (the interpreter with torch, the model's
+weights, the time grid), with the driver and a worker in one process (the in-process executor):
 
-- noise: x_T drawn in float64 blocks of 1024 (the blocks, their concatenation, the scaled copy);
-- sampling: the solver's state per batch (its history, working copies, adaptive stages, noise draws), the
-  network's activations per batch (a per-model constant; guidance doubles the batch) and the samples so far;
-- scoring: the samples (kept, their finite copy) plus the largest working memory of the metrics, which run one
-  after another (FID/KID/cond_acc, traj_rmse's reference solve) and the FID features kept for fid_changes.
+- sampling: one batch's x_T (drawn in float64 blocks of 1024), the solver's state per batch (its history,
+  working copies, adaptive stages, noise draws), the network's activations per batch (a per-model constant;
+  guidance doubles the batch), and what the shard keeps of its rows so far;
+- scoring: the cell's kept per-sample quantities (features, in float32 and their float64 copy) plus the largest
+  working memory of the metrics, which run one after another (FID/KID/cond_acc; traj_rmse's reference, solved
+  in batches and held for its k rows).
 
 Each model declares its activations as `activation_bytes_per_sample` and `activation_bytes_fixed`
 (models.base.DiffusionModel). The built-in models' constants were measured on the CPU when this was written (peak
@@ -117,56 +120,67 @@ def reference_batch(model, n: int, guidance: float = 1.0) -> int:
     return max(1, min(n, max(0, REFERENCE_BATCH_BYTES - fixed) // max(1, per)))
 
 
+def _kept_per_sample(spec, model, elements: int, itemsize: int) -> int:
+    """Bytes a cell keeps per sample until it is scored: FID features (float32 and a float64 copy), the finite
+    mask and predictions, and the samples themselves when kept."""
+    from .sharding import what_to_keep
+    keep = what_to_keep(spec)
+    kind = model.feature_extractor
+    per = 16
+    if keep["features"]:
+        per += (elements if kind == "data" else FEATURE_DIMS.get(kind, 128)) * 12
+    if keep["samples"]:
+        per += 2 * elements * itemsize
+    return per
+
+
 def _metrics(spec, model, n: int, elements: int, itemsize: int, guidance: float) -> dict[str, int]:
     """Working memory of each metric the cell computes (they run one after another), bytes."""
+    from .metrics import KID_BLOCK, kid_whole_sets, moment_chunk_rows
     wanted, out = set(spec.metrics), {}
     kind = model.feature_extractor
-    if wanted & {"fid", "kid", "cond_acc"}:
-        if kind == "data":
-            m = min(KID_SUBSET, n, KID_REFERENCE)
-            from .metrics import moment_chunk_rows
-            out["FID/KID"] = 6 * m * m * 8 + 2 * KID_REFERENCE * elements * 8 + \
-                3 * min(n, moment_chunk_rows(elements)) * elements * 8
-        elif kind == "inception-v3-compat":
-            fixed = INCEPTION_FIXED_BYTES + (0 if spec.fid_stats else INCEPTION_REFERENCE_BYTES)
-            # float64 copy, uint8 and 3-channel images; float32 features and torch-fidelity's concatenation
-            # (the float64 moments are chunked: INCEPTION_FIXED_BYTES covers them)
-            per = elements * (8 + 1 + 3) + 2 * FEATURE_DIMS[kind] * 4
-            out["FID/KID"] = fixed + n * per
-        else:   # torch-fidelity with the digits classifier (batches of 1,000), the model-space copies
-            out["FID/KID"] = 256 * 2 ** 20 + n * (3 * elements * 4 + 3 * FEATURE_DIMS.get(kind, 128) * 8)
-    if "fid" in wanted and kind in ("data", "digits-classifier"):   # features kept for fid_changes
-        dim = elements if kind == "data" else FEATURE_DIMS[kind]
-        out["FID features"] = n * dim * 8 + (CLASSIFIER_BATCH_BYTES if kind != "data" else 0)
+    dim = elements if kind == "data" else FEATURE_DIMS.get(kind, 128)
+    if wanted & {"fid", "kid", "cond_acc", "precision", "recall"}:
+        m = min(KID_SUBSET, n)
+        ref = KID_REFERENCE * dim * 8 if kind == "data" else \
+            (0 if spec.fid_stats else INCEPTION_REFERENCE_BYTES) if kind == "inception-v3-compat" else \
+            2000 * dim * 8
+        n_ref = KID_REFERENCE if kind == "data" else 2000
+        kid = 2 * KID_BLOCK * 8 + (n + n_ref) * spec.kid_subsets * 8 if \
+            kid_whole_sets(n, n_ref, dim, spec.kid_subsets, m) else 6 * m * m * 8
+        fixed = INCEPTION_FIXED_BYTES if kind == "inception-v3-compat" else 0
+        out["FID/KID"] = fixed + ref + kid + 3 * min(n, moment_chunk_rows(dim)) * dim * 8
     if "traj_rmse" in wanted:
         k = min(spec.reference_samples or n, n)
         ode = model.ode_model
         bs = min(spec.batch_size or reference_batch(ode, k, guidance), k)
         solve = (ADAPTIVE_STAGES + SOLVER_WORK_COPIES) * bs * elements * 8 + activations(ode, bs, 8, guidance)
-        out["traj_rmse reference solve"] = solve + 6 * k * elements * 8
+        out["traj_rmse reference solve"] = solve + 2 * k * elements * 8
     return out
 
 
 def estimate_cell_bytes(spec, model, solver, nfe: int, n_samples: int | None = None,
                         guidance: float = 1.0) -> tuple[int, dict[str, int]]:
     """(peak bytes, the named parts of the largest phase) of one cell of `spec` with this model and solver."""
+    from .sharding import shard_ranges
     n = int(spec.samples if n_samples is None else n_samples)
     itemsize = 8 if spec.dtype == "float64" else 4
     elements = _elements(model)
     bs = min(spec.batch_size or n, n)
-    sample = n * elements * itemsize
+    shard = shard_ranges(n, bs, spec.shard_samples)[0][1]
     steps = 2 if solver.adaptive else int(nfe) + 2
     held = {"interpreter and torch": BASE_BYTES, "model weights": _module_bytes(model),
-            f"time grid (NFE {nfe})": steps * GRID_BYTES_PER_STEP, "x_T": sample}
-    padded = -(-n // NOISE_BLOCK) * NOISE_BLOCK
+            f"time grid (NFE {nfe})": steps * GRID_BYTES_PER_STEP}
+    per = _kept_per_sample(spec, model, elements, itemsize)
+    padded = (-(-bs // NOISE_BLOCK) + 1) * NOISE_BLOCK
     phases = {
-        "noise": {f"x_T draw ({n} samples, float64)": 3 * padded * elements * 8},
-        "sampling": {f"solver state (batch {bs})": solver_state(solver, bs, elements),
+        "sampling": {f"x_T draw (batch {bs}, float64)": 3 * padded * elements * 8,
+                     f"solver state (batch {bs})": solver_state(solver, bs, elements),
                      f"network activations (batch {bs})": activations(model, bs, itemsize, guidance),
-                     f"samples ({n})": 2 * sample},
+                     f"samples kept ({shard} in a shard)": shard * per},
     }
     metrics = _metrics(spec, model, n, elements, itemsize, guidance)
-    scoring = {f"samples ({n})": 2 * sample}
+    scoring = {f"samples kept ({n})": n * per}
     if metrics:
         name = max(metrics, key=metrics.get)
         scoring[f"metric {name}"] = metrics[name]
@@ -198,13 +212,13 @@ def check_cell_memory(spec, model, solver, nfe: int, guidance: float = 1.0, labe
     hints = []
     if big.startswith("time grid"):
         hints.append("a lower --nfe")
-    elif big.startswith(("solver state", "network activations")) and (spec.batch_size or spec.samples) > 1:
-        per_batch = sum(v for k, v in parts.items() if k.startswith(("solver state", "network activations")))
+    elif big.startswith(("solver state", "network activations", "x_T")) and (spec.batch_size or spec.samples) > 1:
+        per_batch = sum(v for k, v in parts.items() if k.startswith(("solver state", "network activations", "x_T")))
         per = per_batch / (spec.batch_size or spec.samples)
         room = limit_gb * GB - (total - per_batch)
         fits = int(room // per)
         hints.append(f"--batch-size {2 ** (fits.bit_length() - 1)}" if fits >= 1 else "fewer --samples")
-    elif big.startswith(("x_T", "samples", "metric")):
+    elif big.startswith(("samples", "metric")):
         hints.append("fewer --samples")
     machine = physical_memory_bytes()
     default = f"default {DEFAULT_LIMIT_FRACTION:.0%} of this machine's {_gb(machine)}" if machine else "default 0 here"

@@ -1,53 +1,67 @@
 """The built-in metrics: FID, KID and conditional accuracy (one computation in the model's FID feature space),
 trajectory RMSE (against the exact ODE solution) and the diverged fraction (every cell).
 
-FID and KID are the data-space ones of bench/metrics.py for 'data' models (gmm2d), torch-fidelity's with the
-digits classifier (bench/fidelity.py, which also gives the conditional accuracy), and InceptionV3's for hub
-image models (bench/inception.py); each needs 2 finite samples, the others 1.
+Every metric reads the cell's per-sample quantities (bench/cell_data.py), never all its samples: a cell run in
+shards (bench/shard.py) computed them while sampling, in one feature pass per sample. FID and KID are the
+data-space ones of bench/metrics.py for 'data' models (gmm2d), the digits classifier's (bench/fidelity.py; the
+same pass gives the classifier's predictions for the conditional accuracy), and InceptionV3's for hub image
+models (bench/inception.py); each needs 2 finite samples, the others 1.
 """
 from __future__ import annotations
 
+import math
+
+import torch
+
 from .metric import Metric, register_metric
-from .metrics import data_space_metrics, traj_rmse
+from .metrics import data_space_metrics
 
 
 def feature_space_metrics(data) -> dict:
-    """{'fid', 'kid'} (and 'cond_acc' for digits-classifier models) of the cell's finite samples."""
-    model, spec, xs = data.model, data.spec, data.samples
+    """{'fid', 'kid'} (and 'cond_acc' for digits-classifier models) of the cell's finite samples, from their
+    features (one feature pass per sample, made while sampling when the cell ran in shards)."""
+    model, spec, n = data.model, data.spec, data.n_finite
     kind = model.feature_extractor
-    if kind in ("data", "inception-v3-compat") and xs.shape[0] < 2:
-        return {}
-    if kind == "data":
-        return data_space_metrics(model, xs, spec.kid_subsets)
-    if kind == "inception-v3-compat":
+    if n < 2:
+        out = {}
+    elif kind == "data":
+        out = data_space_metrics(model, data.features(), spec.kid_subsets)
+    elif kind == "inception-v3-compat":
         from .inception import inception_metrics
-        return inception_metrics(model, xs, inception_weights=spec.inception_weights or None,
-                                 fid_stats=spec.fid_stats or None, reference=model.fid_reference,
-                                 cache_dir=data.cache_dir, kid_subsets_n=spec.kid_subsets, feats=data.features())
-    from .fidelity import fidelity_metrics
-    return fidelity_metrics(model, xs, data.labels, cache_dir=data.cache_dir, kid_subsets=spec.kid_subsets)
+        out = inception_metrics(model, None, inception_weights=spec.inception_weights or None,
+                                fid_stats=spec.fid_stats or None, reference=model.fid_reference,
+                                cache_dir=data.cache_dir, kid_subsets_n=spec.kid_subsets, feats=data.features())
+    else:
+        from .fidelity import classifier_fid_kid
+        out = classifier_fid_kid(model, data.features(), data.reference_features(), spec.kid_subsets)
+    predicted = data.predictions() if kind == "digits-classifier" and data.labels is not None and n > 0 else None
+    if predicted is not None:
+        out["cond_acc"] = float((torch.from_numpy(predicted) == data.labels).double().mean())
+    return out
 
 
 def trajectory_rmse(data) -> dict:
-    """RMSE of the first k samples (those of them that are finite) from the exact ODE solution of their x_T."""
-    ref = data.reference_solution()
-    n = data.x.shape[0]
-    k = min(data.spec.reference_samples or n, n)   # paired noise: the first k samples of every cell share x_T
-    okk = data.ok[:k]
-    return {"traj_rmse": traj_rmse(data.x[:k][okk], ref[okk])} if okk.sum() >= 1 else {}
+    """RMSE (over samples and coordinates) of the first k samples (those of them that are finite) from the exact
+    ODE solution of their x_T."""
+    err = data.reference_errors()
+    okk = data.ok[:len(err)].numpy()
+    if okk.sum() < 1:
+        return {}
+    dim = math.prod(data.model.shape)
+    return {"traj_rmse": math.sqrt(float(err[okk].sum()) / (int(okk.sum()) * dim))}
 
 
 def diverged_fraction(data) -> dict:
     return {"diverged_frac": float(1 - data.ok.double().mean())}
 
 
-register_metric(Metric("fid", "FID", True, {"samples", "features"}, feature_space_metrics, table=True))
-register_metric(Metric("kid", "KID", True, {"samples", "features"}, feature_space_metrics, scale="small"))
-register_metric(Metric("traj_rmse", "trajectory RMSE", True, {"samples", "reference_solution"}, trajectory_rmse,
+register_metric(Metric("fid", "FID", True, {"features"}, feature_space_metrics, table=True))
+register_metric(Metric("kid", "KID", True, {"features"}, feature_space_metrics, scale="small"))
+register_metric(Metric("traj_rmse", "trajectory RMSE", True, {"reference_solution"}, trajectory_rmse,
                        table=True, scale="small"))
-register_metric(Metric("cond_acc", "conditional accuracy", False, {"samples", "labels"}, feature_space_metrics,
+register_metric(Metric("cond_acc", "conditional accuracy", False, {"features", "labels"}, feature_space_metrics,
                        table=True, scale="fraction"))
-register_metric(Metric("diverged_frac", "diverged fraction", True, {"samples"}, diverged_fraction, min_samples=0,
+register_metric(Metric("diverged_frac", "diverged fraction", True, set(), diverged_fraction, min_samples=0,
                        always=True))
 
 __all__ = ["feature_space_metrics", "trajectory_rmse", "diverged_fraction"]

@@ -159,12 +159,13 @@ def _npz_reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {first[:200]}"
 
 
-def load_npz(path: Path, keys: tuple) -> dict:
-    """The named arrays of an .npz (allow_pickle=False); ValueError with a one-line reason otherwise."""
+def load_npz(path: Path, keys: tuple | None) -> dict:
+    """The named arrays (None: all) of an .npz (allow_pickle=False); ValueError with a one-line reason otherwise."""
     try:
         with np.load(path, allow_pickle=False) as z:
             if not hasattr(z, "files"):
                 raise ValueError("not an .npz archive")
+            keys = tuple(z.files) if keys is None else keys
             missing = [k for k in keys if k not in z.files]
             if missing:
                 raise KeyError(f"missing array(s) {', '.join(missing)} (it has: {', '.join(z.files) or 'none'})")

@@ -1,11 +1,18 @@
-"""The grid runner: plans cells from a RunConfig, runs the missing ones, writes each as soon as it finishes."""
+"""The grid runner (the driver): plans cells from a RunConfig, runs the missing ones' shards on an executor,
+merges each cell's shards and writes the cell as soon as its last shard is in; results.csv once per run.
+
+A cell is split into shards (bench/shard.py); the executor (bench/executors.py) runs them anywhere and returns
+their results; the driver alone writes the run directory: each shard's result as it arrives
+(RUN/shards/<cell>/, so a rerun resumes at shard granularity), then the cell, atomically, and its shard files
+are dropped. traj_rmse's exact reference solutions and DC-Solver's ratios are computed before a cell's
+shards are sent: references as tasks on the same executor (cached in RUN/cache), ratios in the driver.
+"""
 from __future__ import annotations
 
 import math
 import platform
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
@@ -13,26 +20,27 @@ from pathlib import Path
 
 import torch
 
+import numpy as np
+
 from models import load_model, model_options
-from solvers import Denoiser, SpecError, get_solver
-from solvers.noise import NoiseStream, x_T_rows
+from solvers import SpecError, get_solver
 from solvers.plan import BelowMinimumNFE, FixedNFE, PlanError
 from .plugins import load_installed_plugins, load_plugin_file
 
 from .calibration import (CALIBRATION_NOISES, CALIBRATION_SEED, CalibrationFile, calibrate, calibration_key,
                           guarded_ratios)
 from .cell_data import CellData
+from .driver import CellJob, Flight
+from .executors import check_executor, make_executor
 from .metric_families import CellResult, compute_metrics
-from .metrics import finite_mask
 from .memory import check_cell_memory
 from .preflight import preflight
-from .nfe_changes import reference_moments, save_cell_features, save_reference
+from .nfe_changes import reference_moments, save_reference
 from .identity import cell_identity, differences, identity_hash
+from .shard import DTYPES, ShardTask, class_labels, initial_noise, worker_model
+from .sharding import SAVED_SAMPLES, shard_ranges, what_to_keep
 from .spec import RunConfig
 from .store import RunStore, identity_key
-
-SAVED_SAMPLES = 512  # kept per cell for sample plots
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclass
@@ -67,6 +75,7 @@ def plan(spec: RunConfig, load=None) -> tuple[list[Cell], list[str]]:
     (`load(model_spec)` gives the model; default: load_model on the CPU)."""
     load = load or _plan_model
     preflight(spec, load)   # every file and resource the run needs, opened before any work
+    check_executor(spec)
     load_installed_plugins()
     for p in spec.plugins:
         try:
@@ -147,45 +156,18 @@ def _guidance_skip(model) -> str:
             "is a consistency model (one guidance scale)" if not model.guidable else "")
 
 
-def initial_noise(model, seed: int, n: int, dtype) -> torch.Tensor:
-    """Paired noise: sample i of seed s is the same x_T for every solver, NFE and sample count (seed-addressed
-    blocks, solvers/noise.py), from the prior N(0, sigma_T^2 I)."""
-    z = x_T_rows(seed, n, tuple(model.shape))
-    return (z * float(model.schedule.sigma(model.schedule.T))).to(dtype)
-
-
-def class_labels(model, n: int):
-    """Balanced labels 0, 1, ..., C-1, 0, 1, ... for conditional models; None otherwise."""
-    return None if model.num_classes is None else torch.arange(n) % model.num_classes
-
-
-class SolverOutputError(RuntimeError):
-    pass
-
-
-def check_output(out, x_T: torch.Tensor, solver: str):
-    """A solver (a plugin's too) returns one sample per x_T row: same shape, dtype and device; else its cell fails
-    with a line saying what came back instead of being scored on the wrong samples."""
-    want = f"a tensor of shape {tuple(x_T.shape)}, dtype {x_T.dtype}, on {x_T.device}"
-    if not isinstance(out, torch.Tensor):
-        raise SolverOutputError(f"solver '{solver}' returned {type(out).__name__}; expected {want}")
-    if tuple(out.shape) != tuple(x_T.shape) or out.dtype != x_T.dtype or out.device != x_T.device:
-        raise SolverOutputError(f"solver '{solver}' returned a tensor of shape {tuple(out.shape)}, dtype {out.dtype}, "
-                                f"on {out.device}; expected {want}")
-
-
 class Runner:
-    def __init__(self, spec: RunConfig, out: str | Path, progress=None, log=print, replace: bool = False):
+    def __init__(self, spec: RunConfig, out: str | Path, progress=None, log=print, replace: bool = False,
+                 executor=None):
         self.spec, self.store, self.log, self.replace = spec, RunStore(out), log, replace
         self.progress = progress
-        self._models: dict = {}
+        self.executor = executor   # None: the one the spec asks for, made and shut down by run()
         self._references: set = set()  # models whose FID reference moments this run has saved
         self.dtype = DTYPES[spec.dtype]
 
     def model(self, spec: str):
-        if spec not in self._models:
-            self._models[spec] = load_model(spec, device=self.spec.device, dtype=self.dtype)
-        return self._models[spec]
+        """The model in the network's dtype on the run's device (the workers' own cache, shared in process)."""
+        return worker_model(spec, self.spec)
 
     def run(self) -> dict:
         cells, notes = plan(self.spec, self.model)
@@ -205,45 +187,45 @@ class Runner:
         self.log(f"{len(cells)} cells: {done} already done, {len(todo)} to run -> {self.store.root}")
         failed = []
         bar = self.progress(total=len(todo)) if self.progress else None
-        # a cell held by another process on this directory is left to it and waited for at the end (taken over
-        # if that process dies): two processes never compute one cell
-        busy = [c for c in todo if not self._run_claimed(c, failed, bar, wait=False)]
-        for cell in busy:
-            self._run_claimed(cell, failed, bar, wait=True)
-        if bar is not None:
-            bar.close()
+        executor = self.executor or (make_executor(self.spec, self.store.root) if todo else None)
+        try:
+            # a cell held by another process on this directory is left to it and waited for at the end (taken
+            # over if that process dies): two processes never compute one cell
+            busy = Flight(self, executor, failed, bar).run(todo, wait=False)
+            Flight(self, executor, failed, bar).run(busy, wait=True)
+        finally:
+            if executor is not None and self.executor is None:
+                executor.shutdown()
+            if bar is not None:
+                bar.close()
+            self.store.forget_rows()  # reread cells/: another process may have finished some of them
+            df = self.store.write_results()   # once per run, and on an interrupt
         if record:
             self.store.write_meta(_run_meta(self.spec, started, _now()))
-        self.store.forget_rows()  # reread cells/: another process may have finished some of them
-        df = self.store.write_results()
         return {"cells": len(cells), "ran": len(todo) - len(failed), "skipped": done, "failed": failed,
                 "results": df}
 
-    def _run_claimed(self, cell: Cell, failed: list, bar, wait: bool) -> bool:
-        """Run the cell under its lock; False when another process holds it (and `wait` is off)."""
-        with self.store.claim(cell.key, wait=wait) as mine:
-            if not mine:
-                return False
-            if bar is not None:
-                bar.set_postfix_str(cell.label())
-            if not self.store.has(cell.key):  # else finished meanwhile by another process
-                try:
-                    result = self.run_cell(cell)
-                except KeyboardInterrupt:
-                    raise
-                except (Exception, SystemExit) as e:  # a failing cell (even sys.exit in a plugin) never aborts
-                    failed.append((cell, f"{type(e).__name__}: {e}"))  # the grid nor loses finished ones
-                    self.log(f"cell failed: {cell.label()}: {type(e).__name__}: {e}")
-                else:
-                    self.store.write_samples(cell.key, result.samples)
-                    if result.features is not None:
-                        save_cell_features(self.store.root, cell.key, *result.features)
-                    self.store.write_cell(cell.key, result.row)
-                    self.store.log_event(f"computed {cell.key}")
-                    self.store.write_results()
-        if bar is not None:
-            bar.update(1)
-        return True
+    def merge(self, job: CellJob) -> CellResult:
+        """The cell's row, preview samples and saved features from its shards (in row order)."""
+        cell, model = job.cell, job.model
+        shards = [job.results[a] for a, _ in job.ranges]
+        y = class_labels(model, cell.n_samples)
+        samples = None
+        if shards[0].samples is not None:
+            samples = torch.from_numpy(np.concatenate([r.samples for r in shards]))
+            if self.spec.save_samples:
+                self.store.write_all_samples(cell.key, samples.numpy(), None if y is None else y.numpy())
+        data = CellData.from_shards(model, shards, y, job.plan.grid, cell, self.spec, self.cache_dir, samples)
+        wall = sum(r.wall_s for r in shards)
+        row = {"model": cell.model, "solver": cell.solver, "nfe": cell.nfe,
+               "nfe_used": max(r.nfe_used for r in shards), "guidance": cell.guidance, "seed": cell.seed,
+               "n_samples": cell.n_samples, "cell_id": cell.cell_id, "identity": cell.identity, "wall_s": wall,
+               "samples_per_s": cell.n_samples / wall if wall > 0 else math.nan, "dtype": self.spec.dtype,
+               "model_dtype": self.spec.model_dtype or self.spec.dtype}
+        row.update(self.score(data))   # diverged_frac and the wanted metrics
+        preview = torch.from_numpy(np.concatenate([r.preview for r in shards if r.preview is not None]))
+        return CellResult(row, {"x": preview.clone(), "y": None if y is None else y[:SAVED_SAMPLES]},
+                          self.fid_features(data))
 
     def check_directory(self, cells: list[Cell]):
         """A run directory belongs to one setup: cells already there that this spec would compute differently
@@ -280,35 +262,27 @@ class Runner:
         self.log(f"moved {len(clash)} cell(s) made with another setup ({'; '.join(what[:3])}) to {dest}")
 
     def run_cell(self, cell: Cell) -> CellResult:
+        """One cell computed here and now (every shard in this process), not written: its CellResult."""
         model = self.model(cell.model)
         solver = get_solver(cell.solver)
-        plan = solver.plan(model.schedule, cell.nfe)
+        plan_ = solver.plan(model.schedule, cell.nfe)
+        job = CellJob(cell, model, plan_, shard_ranges(cell.n_samples, self.spec.batch_size,
+                                                        self.spec.shard_samples), None)
         if solver.needs_calibration:
-            solver = solver.with_ratios(self.calibrated_ratios(cell, model, solver, plan))
-        x_T = initial_noise(model, cell.seed, cell.n_samples, self.dtype).to(self.spec.device)
-        y = class_labels(model, cell.n_samples)
-        bs = self.spec.batch_size or cell.n_samples
-        outs, nfe_used = [], 0
-        t0 = time.perf_counter()
-        for i in range(0, cell.n_samples, bs):
-            yb = None if y is None else y[i:i + bs].to(self.spec.device)
-            d = Denoiser(model, y=yb, guidance=cell.guidance, budget=None if solver.adaptive else cell.nfe)
-            noise = NoiseStream(cell.seed, start=i)   # stochastic solvers' noise, addressed by sample index
-            with torch.no_grad():
-                out = solver.sample(d, x_T[i:i + bs], plan, generator=noise)
-            check_output(out, x_T[i:i + bs], cell.solver)
-            outs.append(out.cpu())
-            nfe_used = max(nfe_used, d.nfe)
-        wall = time.perf_counter() - t0
-        x = torch.cat(outs)
-        data = CellData(model, x, finite_mask(x), y, x_T, plan.grid, cell, self.spec, self.cache_dir)
-        row = {"model": cell.model, "solver": cell.solver, "nfe": cell.nfe, "nfe_used": nfe_used,
-               "guidance": cell.guidance, "seed": cell.seed, "n_samples": cell.n_samples,
-               "cell_id": cell.cell_id, "identity": cell.identity, "wall_s": wall,
-               "samples_per_s": cell.n_samples / wall if wall > 0 else math.nan}
-        row.update(self.score(data))   # diverged_frac and the wanted metrics
-        return CellResult(row, {"x": x[:SAVED_SAMPLES].clone(), "y": None if y is None else y[:SAVED_SAMPLES]},
-                          self.fid_features(data))
+            job.ratios = tuple(self.calibrated_ratios(cell, model, solver, plan_))
+        if what_to_keep(self.spec)["reference"]:
+            k = min(self.spec.reference_samples or cell.n_samples, cell.n_samples)
+            from .reference import reference_solution
+            x_T = initial_noise(model, cell.seed, k, self.dtype)
+            tag = f"{cell.model}|{cell.seed}|{self.spec.dtype_tag}"
+            job.reference = reference_solution(model, x_T, class_labels(model, k), cell.guidance, plan_.grid[-1],
+                                               self.spec.reference_rtol, self.cache_dir, tag, self.spec.batch_size)
+        c, config = cell, self.spec.to_dict()
+        for a, b in job.ranges:
+            ref = None if job.reference is None else job.reference[a:b]
+            job.results[a] = ShardTask(config, c.model, c.solver, c.nfe, c.guidance, c.seed, c.n_samples, a, b,
+                                       c.key, job.ratios, ref).run()
+        return self.merge(job)
 
     @property
     def calibration(self) -> CalibrationFile:
@@ -318,7 +292,7 @@ class Runner:
         """A DC solver's ratios for this cell's (model, NFE, guidance): from the calibration file, else searched
         now on the calibration noises and added to it (the search's NFE are recorded there, not in the cell)."""
         searched_as = solver.calibration_spec   # guard=true shares the search
-        key = calibration_key(cell.model, searched_as, cell.nfe, cell.guidance, self.spec.dtype)
+        key = calibration_key(cell.model, searched_as, cell.nfe, cell.guidance, self.spec.dtype_tag)
         with self.calibration.locked():
             entry = self._calibration_entry(cell, model, solver, plan, searched_as, key)
         return guarded_ratios(entry, solver.guard)

@@ -19,6 +19,8 @@ MAX_SEED = noise.MAX_SEED   # seeds 0..MAX_SEED: the range where no two noise st
 MAX_NFE = 100_000
 MAX_SAMPLES = 10_000_000
 MAX_KID_SUBSETS = 10_000
+DEFAULT_BATCH_SIZE = 1024   # the network's best speed on CPU (digits, bench figures); one noise block
+MAX_WORKERS = 1024
 
 # Every number of a spec, whether it comes from a flag or a spec file, passes here: (declared range, what the
 # error line says is accepted). Booleans are never numbers; NaN and inf never pass.
@@ -34,8 +36,16 @@ NUMBERS = {
     "seeds": (Range(0, MAX_SEED), f"seeds must be integers from 0 to {MAX_SEED}"),
     "guidance": (Range(0, lo_open=True), "guidance values must be finite and positive (1 = no guidance)"),
     "memory_limit_gb": (Range(0), "memory_limit_gb must be a finite number >= 0 (0 = no check)"),
+    "workers": (Range(0, MAX_WORKERS), f"workers must be an integer from 0 to {MAX_WORKERS} (0 = one per device)"),
+    "shard_samples": (Range(0, MAX_SAMPLES), f"shard_samples must be >= 0 (0 = 8 batches), at most {MAX_SAMPLES}"),
+    "slurm_gpus_per_task": (Range(0, 64), "slurm_gpus_per_task must be an integer from 0 to 64"),
+    "slurm_time_min": (Range(1, 60 * 24 * 30), "slurm_time_min must be an integer from 1 to 43200 (minutes)"),
+    "slurm_array_parallelism": (Range(0, 100_000), "slurm_array_parallelism must be an integer >= 0 (0 = no limit)"),
 }
-INTEGERS = ("samples", "batch_size", "kid_subsets", "reference_samples", "nfe", "seeds")
+INTEGERS = ("samples", "batch_size", "kid_subsets", "reference_samples", "nfe", "seeds", "workers", "shard_samples",
+            "slurm_gpus_per_task", "slurm_time_min", "slurm_array_parallelism")
+EXECUTORS = ("local", "pool", "submitit", "ray")
+MODEL_DTYPES = ("float32", "float64", "bfloat16", "float16")
 SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]{0,127}")
 
 
@@ -47,7 +57,7 @@ class RunConfig:
     guidance: list[float] = field(default_factory=lambda: [1.0])
     seeds: list[int] = field(default_factory=lambda: [0])
     samples: int = 2000
-    batch_size: int = 0                 # 0: all samples of a cell in one batch
+    batch_size: int = DEFAULT_BATCH_SIZE   # samples per network batch (0: a cell in one batch)
     metrics: list[str] = field(default_factory=lambda: ["fid", "kid", "traj_rmse"])
     device: str = "cpu"
     dtype: str = "float32"
@@ -64,6 +74,18 @@ class RunConfig:
     fid_changes: bool = False           # fid_changes.md: paired-bootstrap intervals of FID between NFEs
     calibration: str = ""               # DC-Solver ratios file, read and extended (default RUN/calibration.json)
     memory_limit_gb: float = field(default_factory=lambda: _default_memory_limit_gb())  # cells over it: refused
+    model_dtype: str = ""               # the network's dtype (float32, float64, bfloat16, float16; "": dtype's)
+    save_samples: bool = False          # write every sample of a cell to RUN/samples/<cell>.npz
+    # where shards run (bench/executors.py): none of these changes a number
+    executor: str = "local"             # local, pool (--workers N), submitit, ray
+    workers: int = 0                    # processes (pool) or tasks in flight (submitit, ray); 0: one per device/CPU
+    devices: list[str] = field(default_factory=list)   # one pool worker per device (cuda:0,cuda:1,...)
+    shard_samples: int = 0              # samples per shard, a multiple of the batch size (0: 8 batches)
+    slurm_partition: str = ""
+    slurm_gpus_per_task: int = 0
+    slurm_time_min: int = 60
+    slurm_array_parallelism: int = 0    # 0: no limit
+    ray_address: str = ""               # "": a local Ray instance
 
     @classmethod
     def from_toml(cls, path: str | Path) -> "RunConfig":
@@ -117,6 +139,16 @@ class RunConfig:
         _check_device(self.device)
         if self.dtype not in ("float32", "float64"):
             raise SpecError(f"dtype must be float32 or float64, got {self.dtype}")
+        if self.model_dtype and self.model_dtype not in MODEL_DTYPES:
+            raise SpecError(f"model_dtype must be one of {', '.join(MODEL_DTYPES)} (or empty: dtype's), "
+                            f"got {_short(self.model_dtype)}")
+        if self.executor not in EXECUTORS:
+            raise SpecError(f"unknown executor {_short(self.executor)}; accepted: {', '.join(EXECUTORS)}")
+        for d in self.devices:
+            _check_device(d)
+        if self.shard_samples and 0 < self.batch_size < self.samples and self.shard_samples % self.batch_size:
+            raise SpecError(f"shard_samples ({self.shard_samples}) must be a multiple of batch_size "
+                            f"({self.batch_size}): a sample is computed in the same batch however a cell is sharded")
         if self.below_min_nfe not in ("error", "skip"):
             raise SpecError(f"below_min_nfe must be 'error' or 'skip', got {self.below_min_nfe}")
         from .ratios import parse_pair
@@ -128,6 +160,12 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def dtype_tag(self) -> str:
+        """The state's dtype, and the network's after '+' when they differ (cache and calibration keys)."""
+        mixed = self.model_dtype and self.model_dtype != self.dtype
+        return f"{self.dtype}+{self.model_dtype}" if mixed else self.dtype
 
 
 def _default_memory_limit_gb() -> float:

@@ -109,7 +109,9 @@ class RunStore:
 
     def ensure(self):
         self.cells_dir.mkdir(parents=True, exist_ok=True)
-        for d in (self.cells_dir, self.root / "samples", self.root / "features", self.root / "cache", self.root):
+        shards = [d for d in (self.root / "shards").iterdir() if d.is_dir()] if (self.root / "shards").is_dir() else []
+        for d in (self.cells_dir, self.root / "samples", self.root / "features", self.root / "cache", self.root,
+                  *shards):
             for tmp in d.glob(".*.tmp") if d.is_dir() else []:   # left by a run killed mid-write
                 if _is_stale(tmp):
                     tmp.unlink(missing_ok=True)
@@ -173,6 +175,56 @@ class RunStore:
             if self._rows is not None:
                 self._rows.pop(key, None)
         return dest
+
+    # ---- shards of cells in progress: RUN/shards/<cell key>/<start>-<stop>.npz, written by the driver alone ----
+
+    def shard_path(self, key: str, start: int, stop: int) -> Path:
+        return self.root / "shards" / key / f"{start}-{stop}.npz"
+
+    def write_shard(self, key: str, result):
+        """Save a shard's result (plain arrays, atomic): a rerun of the cell loads it instead of computing it."""
+        import numpy as np
+        path = self.shard_path(key, result.start, result.stop)
+        with temp_beside(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **result.to_arrays())
+
+    def read_shards(self, key: str, ranges) -> dict:
+        """{start: ShardResult} of this cell's saved shards among `ranges` (a bad file is moved aside and its
+        shard computed again)."""
+        from .quarantine import quarantine
+        from .runfiles import load_npz
+        from .sharding import ShardResult
+        out = {}
+        for start, stop in ranges:
+            path = self.shard_path(key, start, stop)
+            if not path.is_file():
+                continue
+            try:
+                out[start] = ShardResult.from_arrays(load_npz(path, None), start, stop)
+            except FileNotFoundError:
+                continue
+            except ValueError as e:
+                quarantine(path, f"saved shard: {e}; computed again", self.root)
+        return out
+
+    def drop_shards(self, key: str):
+        """Remove a finished cell's shard files (its cell file is written first)."""
+        d = self.root / "shards" / key
+        if d.is_dir():
+            for f in d.iterdir():
+                f.unlink(missing_ok=True)
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+
+    def write_all_samples(self, key: str, x, y):
+        """Every sample of a cell (save_samples), RUN/samples/<key>.npz: x, and y when conditional."""
+        import numpy as np
+        path = self.root / "samples" / f"{key}.npz"
+        arrays = {"x": x} if y is None else {"x": x, "y": np.asarray(y)}
+        with temp_beside(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
 
     def read_samples(self, key: str) -> dict | None:
         path = self.root / "samples" / f"{key}.pt"

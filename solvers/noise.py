@@ -31,13 +31,16 @@ def x_T_generator_seed(seed: int, block: int) -> int:
     return seed * X_T_STRIDE + block
 
 
-def x_T_rows(seed: int, n: int, shape: tuple) -> torch.Tensor:
-    """Rows 0..n-1 of seed `seed`'s standard normal initial noise, float64, shape (n, *shape)."""
+def x_T_rows(seed: int, n: int, shape: tuple, start: int = 0) -> torch.Tensor:
+    """Rows start..start+n-1 of seed `seed`'s standard normal initial noise, float64, shape (n, *shape): the same
+    rows whichever range they are drawn in (a shard draws only the blocks it needs)."""
+    first, stop = start // NOISE_BLOCK, start + n
     blocks = []
-    for b in range((n + NOISE_BLOCK - 1) // NOISE_BLOCK):
+    for b in range(first, (stop + NOISE_BLOCK - 1) // NOISE_BLOCK):
         g = torch.Generator().manual_seed(x_T_generator_seed(seed, b))
         blocks.append(torch.randn(NOISE_BLOCK, *shape, generator=g, dtype=torch.float64))
-    return torch.cat(blocks)[:n] if blocks else torch.zeros(0, *shape, dtype=torch.float64)
+    off = start - first * NOISE_BLOCK
+    return torch.cat(blocks)[off:off + n] if blocks and n > 0 else torch.zeros(0, *shape, dtype=torch.float64)
 
 
 def solver_block(seed: int, block: int, draw: int, shape: tuple) -> np.ndarray:

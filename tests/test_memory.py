@@ -61,15 +61,24 @@ def test_billion_samples_refused_at_the_default_limit(monkeypatch, tmp_path):
     assert "--memory-limit-gb" in msg
 
 
-def test_cli_samples_scale_refused_one_line_exit_2(monkeypatch, tmp_path, capsys):
+def test_cli_batch_scale_refused_one_line_exit_2(monkeypatch, tmp_path, capsys):
     _no_work(monkeypatch)
     out = tmp_path / "run"
     rc = main(["run", "--models", "gmm2d", "--solvers", "dpmpp-2m", "--nfe", "10", "--samples", "10000000",
-               "--memory-limit-gb", "8", "--out", str(out), "-q", "--no-plots"])
+               "--batch-size", "10000000", "--metrics", "fid", "--memory-limit-gb", "8", "--out", str(out), "-q", "--no-plots"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("nfebench: error: ")
     assert "10000000 samples" in err and "limit of 8 GB" in err and "--batch-size" in err
     assert not out.exists()
+
+
+def test_samples_stream_in_batches_memory_is_flat_in_samples():
+    """Samples are streamed batch by batch into the features: ten million gmm2d samples fit in 8 GB, and the
+    estimate grows with the samples by no more than their kept features."""
+    model, solver = load_model("gmm2d"), get_solver("dpmpp-2m")
+    small, _ = estimate_cell_bytes(_spec(samples=10_000, memory_limit_gb=8.0), model, solver, 10)
+    big, parts = estimate_cell_bytes(_spec(samples=10_000_000, memory_limit_gb=8.0), model, solver, 10)
+    assert big < 8 * GB and big - small < 10_000_000 * 100
 
 
 def test_cli_too_low_limit_refuses_a_normal_cell(monkeypatch, tmp_path, capsys):
@@ -100,7 +109,7 @@ def test_estimate_of_ordinary_cells_is_modest_and_grows_with_size():
     big, _ = estimate_cell_bytes(_spec(samples=50_000), model, solver, 10)
     assert small < big < 2 * GB
     batched, parts = estimate_cell_bytes(_spec(samples=10_000_000, batch_size=10_000), model, solver, 10)
-    whole, _ = estimate_cell_bytes(_spec(samples=10_000_000), model, solver, 10)
+    whole, _ = estimate_cell_bytes(_spec(samples=10_000_000, batch_size=0), model, solver, 10)   # one batch
     assert batched < whole / 5
     digits, _ = estimate_cell_bytes(_spec(models=["digits"], samples=1000, metrics=["fid", "kid", "cond_acc"]),
                                     load_model("digits"), solver, 10, guidance=4.0)
@@ -139,14 +148,19 @@ def _old_inception_kid(f1, f2, subsets, subset_size, seed=0):
 
 
 @pytest.mark.parametrize("subsets,size", [(5, 400), (3, 5000)])
-def test_kid_core_gives_inceptions_old_values_exactly(subsets, size):
+def test_kid_core_gives_inceptions_old_values(subsets, size):
+    """Subset by subset (the cheaper way at (5, 400)) the old values exactly; from whole-set kernels (at
+    (3, 5000), where every subset is a whole set) the same sums in another order: equal to rounding."""
     rng = np.random.default_rng(7)
     f1 = rng.normal(size=(900, 16)).astype(np.float32)
     f2 = rng.normal(0.1, 1.1, size=(700, 16)).astype(np.float32)
     old = _old_inception_kid(f1, f2, subsets, size)
-    assert inception.kid_subsets(f1, f2, subsets=subsets, subset_size=size) == old
-    assert metrics.kid(f1, f2, subsets=subsets, subset_size=size) == old
-    assert metrics.kid(torch.from_numpy(f1), torch.from_numpy(f2), subsets=subsets, subset_size=size) == old
+    whole = metrics.kid_whole_sets(900, 700, 16, subsets, min(size, 700))
+    assert whole == (size == 5000)
+    same = (lambda v: v == old) if not whole else (lambda v: v == pytest.approx(old, rel=1e-12))  # noqa: E731
+    assert same(inception.kid_subsets(f1, f2, subsets=subsets, subset_size=size))
+    assert same(metrics.kid(f1, f2, subsets=subsets, subset_size=size))
+    assert same(metrics.kid(torch.from_numpy(f1), torch.from_numpy(f2), subsets=subsets, subset_size=size))
 
 
 def _independent_subset_kid(x, ref, subsets):

@@ -82,18 +82,18 @@ def test_cells_finished_by_another_process_are_not_rerun(tmp_path, monkeypatch):
     """Two processes on one run directory: a cell whose file appears while the grid runs is skipped."""
     spec = RunConfig(models=["gmm2d"], solvers=["ddim"], nfe=[3, 4, 5], samples=50, metrics=["fid"])
     runner = Runner(spec, tmp_path, log=lambda *_: None)
-    real, ran = runner.run_cell, []
+    real, ran = runner.merge, []
 
-    def run_cell(cell):
-        ran.append(cell.nfe)
-        row = real(cell)
-        if cell.nfe == 3:  # meanwhile "another process" finishes NFE 5
+    def merge(job):   # every computed cell is merged from its shards once
+        ran.append(job.cell.nfe)
+        result = real(job)
+        if job.cell.nfe == 3:  # meanwhile "another process" finishes NFE 5
             other = next(c for c in plan(spec)[0] if c.nfe == 5)
             path = runner.store.cell_path(other.key)  # written behind this store's back
-            path.write_text(json.dumps({**row, "nfe": 5}))
-        return row
+            path.write_text(json.dumps({**result.row, "nfe": 5}))
+        return result
 
-    monkeypatch.setattr(runner, "run_cell", run_cell)
+    monkeypatch.setattr(runner, "merge", merge)
     runner.run()
     assert ran == [3, 4]
     assert sorted(pd.read_csv(tmp_path / "results.csv").nfe) == [3, 4, 5]

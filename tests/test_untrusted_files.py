@@ -79,16 +79,32 @@ def digits_runs(tmp_path_factory):
     return base
 
 
-@pytest.mark.parametrize("where", ["fidelity-stats", "fidelity-features", "reference-cache"])
-def test_planted_cache_pickles_never_run_and_are_recomputed(where, digits_runs, tmp_path, capsys):
+def _nfe3_shard(run) -> Path:
+    """Where the NFE 3 cell's first shard of a DIGITS run is saved while it runs (bench/store.py)."""
+    from bench.runner import plan
+    from bench.spec import RunConfig
+    spec = RunConfig(models=["digits"], solvers=["ddim"], guidance=[1.0], nfe=[3], samples=16,
+                     metrics=["fid", "kid", "traj_rmse"])
+    cell = plan(spec)[0][0]
+    path = Path(run) / "shards" / cell.key / "0-16.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.mark.parametrize("where", ["reference-cache", "shard"])
+def test_planted_pickles_never_run_and_are_recomputed(where, digits_runs, tmp_path, capsys):
+    """A planted reference cache (torch pickle) or saved shard (.npz holding a pickled object array)."""
     run, marker = tmp_path / "run", tmp_path / "MARKER"
     shutil.copytree(digits_runs / "seed", run)
-    pattern = {"fidelity-stats": "fidelity/**/*stat-fid*.pt", "fidelity-features": "fidelity/**/*features*.pt",
-               "reference-cache": "ref-*.pt"}[where]
-    targets = sorted((run / "cache").glob(pattern))
-    assert targets
-    for p in targets:
-        plant(p, marker)
+    if where == "shard":
+        targets = [_nfe3_shard(run)]
+        with open(targets[0], "wb") as f:
+            np.savez(f, range=np.array([Planted(marker)], dtype=object), ok=np.ones(16, bool))
+    else:
+        targets = sorted((run / "cache").glob("ref-*.pt"))
+        assert targets
+        for p in targets:
+            plant(p, marker)
     capsys.readouterr()
     rc = main(["run", *DIGITS, "--nfe", "2,3", "--out", str(run)])   # NFE 3 is computed: it reads the caches
     err = capsys.readouterr().err

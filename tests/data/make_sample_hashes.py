@@ -32,7 +32,7 @@ import torch
 
 import models
 import solvers
-from bench.runner import check_output, class_labels, initial_noise
+from bench.shard import check_output, class_labels, initial_noise
 from solvers.noise import NoiseStream
 from solvers.plan import BelowMinimumNFE, FixedNFE
 

@@ -1,0 +1,132 @@
+"""Where shards run: one interface over existing engines. nfebench schedules nothing itself.
+
+An executor takes tasks (bench/shard.py: `ShardTask`, `ReferenceTask`; each runs through `run_task`) and
+returns a `concurrent.futures.Future` per task; the driver (bench/runner.py) waits on them, saves each result
+and alone writes the run directory. Workers return their results and write nothing, so they need a shared file
+system only to read models and plugin files.
+
+- `local` (default): in the driver's process, one task at a time;
+- `pool`: a process pool of `workers` processes (spawned, `torch.set_num_threads(cpus // workers)` each); with
+  `devices` one worker per device, each pinned to its device;
+- `submitit`: SLURM job arrays through submitit when `srun` is on the PATH, submitit's local executor otherwise
+  (bench/executor_submitit.py; extra `.[slurm]`);
+- `ray`: a Ray task per shard (bench/executor_ray.py; extra `.[ray]`).
+
+A worker that dies (killed, out of memory) fails its futures with `WorkerLost`; the driver reruns those tasks
+on a fresh pool (`restart`), and a task that kills its worker twice fails its cell.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing as mp
+import os
+from concurrent.futures.process import BrokenProcessPool
+
+from solvers.options import SpecError
+
+from .executor_base import Executor, LocalExecutor, WorkerLost  # noqa: F401  (the interface, re-exported)
+from .shard import run_task
+
+EXTRAS = {"submitit": ("submitit", "slurm"), "ray": ("ray", "ray")}
+
+
+def _init_worker(threads: int, devices):
+    import torch
+
+    from . import shard
+    torch.set_num_threads(max(1, threads))
+    if devices is not None:
+        shard.WORKER_DEVICE[:] = [devices.get()]
+
+
+class PoolExecutor(Executor):
+    """A pool of spawned worker processes (`concurrent.futures.ProcessPoolExecutor`)."""
+    name = "pool"
+
+    def __init__(self, workers: int = 0, devices: list[str] | None = None, threads: int = 0):
+        self.devices = list(devices or [])
+        self.parallelism = workers or len(self.devices) or os.cpu_count() or 1
+        if self.devices and self.parallelism != len(self.devices):
+            raise SpecError(f"--workers {workers} with {len(self.devices)} --devices: one worker per device "
+                            f"(leave --workers out, or give {workers} devices)")
+        self.threads = threads or max(1, (os.cpu_count() or 1) // self.parallelism)
+        self._pool = None
+        self._start()
+
+    def _start(self):
+        ctx = mp.get_context("spawn")   # a forked torch can deadlock; a spawned worker imports afresh
+        queue = None
+        if self.devices:
+            queue = ctx.Manager().Queue()
+            for d in self.devices:
+                queue.put(d)
+        self._pool = cf.ProcessPoolExecutor(self.parallelism, mp_context=ctx, initializer=_init_worker,
+                                            initargs=(self.threads, queue))
+
+    def submit(self, task) -> cf.Future:
+        out: cf.Future = cf.Future()
+        gen = self.generation
+        try:
+            inner = self._pool.submit(run_task, task)
+        except BrokenProcessPool as e:
+            out.set_exception(WorkerLost(f"a pool worker died ({e})", gen))
+            return out
+
+        def relay(f):
+            if f.cancelled():
+                out.set_exception(WorkerLost("cancelled by a pool restart", gen))
+                return
+            e = f.exception()
+            if isinstance(e, BrokenProcessPool):
+                out.set_exception(WorkerLost(f"a pool worker died ({e})", gen))
+            elif e is not None:
+                out.set_exception(e)
+            else:
+                out.set_result(f.result())
+        inner.add_done_callback(relay)
+        return out
+
+    def restart(self):
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.generation += 1
+        self._start()
+
+    def shutdown(self):
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+def make_executor(spec, log_dir=None) -> Executor:
+    """The executor a RunConfig asks for (`workers` or `devices` alone turn `local` into `pool`). A missing
+    engine is one line naming the install command, before any work."""
+    name = spec.executor
+    if name == "local" and (spec.workers > 1 or spec.devices):
+        name = "pool"
+    if name == "local":
+        return LocalExecutor()
+    if name == "pool":
+        return PoolExecutor(spec.workers, spec.devices)
+    module, extra = EXTRAS[name]
+    try:
+        __import__(module)
+    except ImportError:
+        raise SpecError(f"--executor {name} needs {module}: pip install 'nfebench[{extra}]'") from None
+    if name == "submitit":
+        from .executor_submitit import SubmititExecutor
+        return SubmititExecutor(spec, log_dir)
+    from .executor_ray import RayExecutor
+    return RayExecutor(spec)
+
+
+def check_executor(spec):
+    """Bad executor settings fail before any work (the engine's import included)."""
+    make = spec.executor if not (spec.executor == "local" and (spec.workers > 1 or spec.devices)) else "pool"
+    if make in EXTRAS:
+        module, extra = EXTRAS[make]
+        import importlib.util
+        if importlib.util.find_spec(module) is None:
+            raise SpecError(f"--executor {make} needs {module}: pip install 'nfebench[{extra}]'")
+    if make == "pool" and spec.devices and spec.workers and spec.workers != len(spec.devices):
+        raise SpecError(f"--workers {spec.workers} with {len(spec.devices)} --devices: one worker per device "
+                        f"(leave --workers out, or give {spec.workers} devices)")
