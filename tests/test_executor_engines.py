@@ -153,3 +153,41 @@ def test_submitit_slurm_parameters(tmp_path, monkeypatch):
         assert ex._ex._executor.parameters["array_parallelism"] == 4
     finally:
         ex.shutdown()
+
+
+# ---- a whole grid through each engine: the cells equal the in-process run's ----------------------------------
+
+def _grid(out, executor):
+    import pandas as pd
+
+    from bench.runner import Runner
+    spec = RunConfig(models=["gmm2d", "digits"], solvers=["dpmpp-2m"], nfe=[6], samples=512, batch_size=128,
+                     shard_samples=256, metrics=["fid", "kid", "traj_rmse", "cond_acc"], reference_samples=200,
+                     kid_subsets=10, memory_limit_gb=0)
+    r = Runner(spec, out, log=lambda *_: None, executor=executor).run()
+    assert not r["failed"], r["failed"]
+    feats = {p.stem: np.load(p)["f"] for p in sorted((out / "features").glob("*.npz")) if "reference-" not in p.name}
+    cols = ["model", "solver", "nfe", "seed", "fid", "kid", "traj_rmse", "cond_acc", "nfe_used"]
+    return pd.read_csv(out / "results.csv")[cols], feats
+
+
+@pytest.mark.slow   # a minute or more: submitit's local jobs each start a Python with torch
+@pytest.mark.parametrize("engine", ["submitit", "ray"])
+def test_a_grid_on_each_engine_equals_the_in_process_run(engine, tmp_path, request, monkeypatch):
+    import pandas as pd
+    want, want_f = _grid(tmp_path / "local", None)
+    if engine == "submitit":
+        pytest.importorskip("submitit")
+        from bench import executor_submitit
+        monkeypatch.setattr(executor_submitit.shutil, "which", lambda name: None)
+        ex = executor_submitit.SubmititExecutor(RunConfig(workers=2), tmp_path / "logs")
+    else:
+        request.getfixturevalue("ray_cluster")
+        from bench.executor_ray import RayExecutor
+        ex = RayExecutor(RunConfig())
+    try:
+        got, got_f = _grid(tmp_path / engine, ex)
+    finally:
+        ex.shutdown()
+    pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-9, atol=0)
+    assert got_f.keys() == want_f.keys() and all(np.array_equal(got_f[k], want_f[k]) for k in want_f)

@@ -172,3 +172,45 @@ def test_results_csv_is_written_once_per_run(tmp_path, monkeypatch):
     _run(tmp_path / "r", models=["gmm2d"], solvers=["ddim", "dpmpp-2m"], nfe=[4, 6], metrics=["fid"])
     assert len(writes) == 1
     assert len(json.loads((tmp_path / "r" / "run.json").read_text())["spec"]["solvers"]) == 2
+
+
+def test_mixed_precision_network_in_bfloat16(tmp_path):
+    """model_dtype casts the network at its boundary while the solver keeps float32 state; both dtypes are in the
+    row and in the cell identity (another number, another cell)."""
+    mixed = _run(tmp_path / "bf16", models=["digits"], metrics=["fid", "cond_acc"], model_dtype="bfloat16")
+    plain = _run(tmp_path / "f32", models=["digits"], metrics=["fid", "cond_acc"])
+    rows = pd.read_csv(tmp_path / "bf16" / "results.csv")
+    assert (rows.dtype == "float32").all() and (rows.model_dtype == "bfloat16").all()
+    cell = json.loads(next((tmp_path / "bf16" / "cells").glob("*.json")).read_text())
+    assert cell["identity"]["protocol"]["model_dtype"] == "bfloat16"
+    assert "model_dtype" not in json.loads(next((tmp_path / "f32" / "cells").glob("*.json")).read_text())[
+        "identity"]["protocol"]   # unchanged identities for runs without it
+    a, b = mixed.fid.iloc[0], plain.fid.iloc[0]
+    assert np.isfinite(a) and a != b and abs(a - b) < 0.5 * b   # the same model, rounded differently
+    assert mixed.cond_acc.iloc[0] > 0.9
+
+
+@pytest.mark.parametrize("flags,line", [
+    (["--model-dtype", "int8"], "model_dtype must be one of float32, float64, bfloat16, float16"),
+    (["--executor", "dask"], "unknown executor 'dask'; accepted: local, pool, submitit, ray"),
+    (["--shard-samples", "100", "--batch-size", "64", "--samples", "500"], "must be a multiple of batch_size"),
+    (["--workers", "-1"], "workers must be an integer from 0 to 1024"),
+])
+def test_bad_execution_flags_are_one_line(tmp_path, capsys, flags, line):
+    from bench.cli import main
+    rc = main(["run", "--models", "gmm2d", "--nfe", "5", *flags, "--out", str(tmp_path / "r"), "-q"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and line in err and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("engine,extra", [("ray", "ray"), ("submitit", "slurm")])
+def test_an_engine_without_its_extra_names_the_install_command(tmp_path, capsys, monkeypatch, engine, extra):
+    import importlib.util
+
+    from bench.cli import main
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == engine else real(name, *a))
+    rc = main(["run", "--models", "gmm2d", "--nfe", "5", "--executor", engine, "--out", str(tmp_path / "r"), "-q"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err == f"nfebench: error: --executor {engine} needs {engine}: pip install 'nfebench[{extra}]'"
+    assert not (tmp_path / "r").exists()
