@@ -98,18 +98,18 @@ class ConsistencyMultistep(Solver):
         return super().plan(schedule, nfe)
 
     def sample(self, denoiser, x_T, plan, generator=None):
-        sched, x, grid = denoiser.schedule, x_T, plan.grid
-        ve = sched.kind == "ve"
-        for k in range(len(grid) - 1):
-            x0 = denoiser.x0(x, grid[k])
-            if k == len(grid) - 2:
+        sched, g, x = denoiser.schedule, plan.on(denoiser.schedule), x_T
+        at = g.times(x_T)
+        if sched.kind == "ve":   # the reference's noise level: sqrt(sigma_next^2 - sigma_min^2)
+            alpha, sigma = None, g.like(torch.sqrt(torch.clamp(g.sigmas ** 2 - sched.t_min ** 2, min=0)), x_T)
+        else:
+            alpha, sigma = g.like((g.alphas, g.sigmas), x_T)
+        for k in range(plan.steps):   # x0 and z are this loop's own: the renoising is in place on them
+            x0 = denoiser.x0(x, at[k])
+            if k == plan.steps - 1:
                 return x0
-            t = grid[k + 1]
-            z = gaussian_like(x, generator)
-            if ve:   # the reference's noise level: sqrt(sigma_next^2 - sigma_min^2)
-                x = x0 + bcast(torch.sqrt(torch.clamp(sched.sigma(t) ** 2 - sched.t_min ** 2, min=0)), x) * z
-            else:
-                x = bcast(sched.alpha(t), x) * x0 + bcast(sched.sigma(t), x) * z
+            z = gaussian_like(x, generator).mul_(sigma[k + 1])
+            x = (x0 if alpha is None else x0.mul_(alpha[k + 1])).add_(z)
         return x
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from .denoiser import bcast, gaussian_like
-from .exponential import Interval, data_step
+from .exponential import data_step
 from .registry import Solver, register_solver
 
 
@@ -22,10 +22,10 @@ class DDIM(Solver):
         return self.eta > 0
 
     def sample(self, denoiser, x_T, plan, generator=None):
-        sched, x, grid = denoiser.schedule, x_T, plan.grid
-        for s, t in zip(grid[:-1], grid[1:]):
-            iv = Interval(sched, s, t)
-            pred = denoiser.predict(x, s)
+        g, x = plan.on(denoiser.schedule), x_T
+        for i, at in enumerate(g.times(x_T)[:-1]):
+            iv = g.interval(i)
+            pred = denoiser.predict(x, at)
             if self.eta == 0 or iv.to_data:
                 x = data_step(iv, x, pred.x0)
                 continue

@@ -8,7 +8,7 @@ NFEBudgetExceeded before the network is called. A trajectory model (CTM's two-ti
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -20,10 +20,38 @@ class NFEBudgetExceeded(RuntimeError):
     pass
 
 
-@dataclass
 class Prediction:
-    x0: torch.Tensor
-    eps: torch.Tensor
+    """One evaluation as a noise prediction eps and a data prediction x0 = (x - sigma eps) / alpha. x0 is computed
+    when first read, so a solver that follows eps (PNDM) does not pay for it: read it before changing in place the
+    x that was evaluated."""
+
+    def __init__(self, eps: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor):
+        self.eps, self._x, self._alpha, self._sigma, self._x0 = eps, x, alpha, sigma, None
+
+    @property
+    def x0(self) -> torch.Tensor:
+        if self._x0 is None:
+            self._x0 = rsub_(self._x, self._sigma * self.eps).div_(self._alpha)
+            self._x = None
+        return self._x0
+
+
+def rsub_(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """x - t written over t, a new tensor of the caller's (one 12 MB buffer less at batch 1000 than x - t: fewer
+    pages for the allocator to fault in); a new tensor where autograd records the graph (out= has no gradient)."""
+    if torch.is_grad_enabled() and (x.requires_grad or t.requires_grad):
+        return x - t
+    return torch.sub(x, t, out=t)
+
+
+class TimeScales(NamedTuple):
+    """A time as the Denoiser uses it for one dtype and device: t (0-d, one time for the batch, or per-sample (N,))
+    on that device, alpha_t and sigma_t in that dtype there, shaped to multiply x (bcast). `Denoiser.scales` makes
+    one; a solver's per-plan table (solvers/grid_schedule.py) makes them for its grid once, and passes one to
+    `predict` in place of a time."""
+    t: torch.Tensor
+    alpha: torch.Tensor
+    sigma: torch.Tensor
 
 
 def bcast(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -105,10 +133,10 @@ class Denoiser:
         kind = self.model.prediction
         if kind == "eps":
             return out
-        if kind == "x0":
-            return (x - a * out) / s
+        if kind == "x0":   # in place on the new tensors
+            return (x - a * out).div_(s)
         if kind == "v":  # v = alpha eps - sigma x0, x = alpha x0 + sigma eps  =>  eps = (alpha v + sigma x) / (alpha^2 + sigma^2)
-            return (a * out + s * x) / (a * a + s * s)  # VP: alpha^2 + sigma^2 = 1; VE/EDM: it is not
+            return (a * out).add_(s * x).div_(a * a + s * s)  # VP: alpha^2 + sigma^2 = 1; VE/EDM: it is not
         raise ValueError(f"unknown prediction type {kind!r}")
 
     def _labels(self, n: int, device):
@@ -119,13 +147,19 @@ class Denoiser:
                 y = y.expand(n)
         return y
 
+    def scales(self, x: torch.Tensor, t) -> TimeScales:
+        """Time t (scalar or per-sample (N,)) for x: the per-sample time and alpha_t, sigma_t on x's device."""
+        t_vec = _per_sample(t, x)
+        alpha, sigma, _ = self.schedule.alpha_sigma_lambda(t_vec)
+        return TimeScales(t_vec, bcast(alpha, x), bcast(sigma, x))
+
     def predict(self, x: torch.Tensor, t) -> Prediction:
-        """One network evaluation (1 NFE) at time t (scalar or per-sample (N,) tensor)."""
+        """One network evaluation (1 NFE) at time t (scalar or per-sample (N,) tensor, or its TimeScales for x)."""
         self._count()
         n = x.shape[0]
-        t_vec = _per_sample(t, x)
-        a = bcast(self.schedule.alpha(t_vec), x)
-        s = bcast(self.schedule.sigma(t_vec), x)
+        t_vec, a, s = t if isinstance(t, TimeScales) else self.scales(x, t)
+        if t_vec.dim() == 0:
+            t_vec = t_vec.expand(n)
         y = self._labels(n, x.device)
         if self.model.applies_guidance:   # guidance is inside the model (an exact flow map)
             eps = self._eps_of(self.model.forward(x, t_vec, y, guidance=self.guidance), x, a, s)
@@ -137,9 +171,8 @@ class Denoiser:
             a2, s2 = torch.cat([a, a]) if a.dim() else a, torch.cat([s, s]) if s.dim() else s
             e = self._eps_of(out, torch.cat([x, x]), a2, s2)
             e_c, e_u = e[:n], e[n:]
-            eps = e_u + self.guidance * (e_c - e_u)
-        x0 = (x - s * eps) / a
-        return Prediction(x0=x0, eps=eps)
+            eps = e_u + (e_c - e_u).mul_(self.guidance)
+        return Prediction(eps, x, a, s)
 
     @property
     def has_flow_map(self) -> bool:

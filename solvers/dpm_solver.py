@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .denoiser import bcast
 from .exponential import Interval, data_step, noise_step, singlestep_orders
-from .grids import ends_at_data
+from .grids import ends_at_data, sigmas_after
 from .plan import Plan
 from .registry import Solver, register_solver
 
@@ -34,7 +34,7 @@ class _Singlestep(Solver):
 
     def plan_on(self, schedule, grid):
         """Every step at the highest order, the jump to sigma = 0 first order."""
-        return Plan(grid, tuple(1 if float(schedule.sigma(t)) == 0 else self.max_order for t in grid[1:]))
+        return Plan(grid, tuple(1 if s == 0 else self.max_order for s in sigmas_after(schedule, grid)))
 
     def sample(self, denoiser, x_T, plan, generator=None):
         sched, x, grid = denoiser.schedule, x_T, plan.grid

@@ -5,25 +5,26 @@ x~ = x / alpha, sigma~ = sigma / alpha = e^{-lambda}, so they run on VP and VE m
 """
 from __future__ import annotations
 
-from .denoiser import bcast
-from .grids import ends_at_data
+from .grids import ends_at_data, sigmas_after
 from .plan import Plan
 from .registry import Solver, register_solver
-
-
-def _tilde(sched, t):
-    return sched.sigma(t) / sched.alpha(t), sched.alpha(t)
 
 
 class _EDM(Solver):
     default_grid = "karras"
 
-    def _d(self, denoiser, x_tilde, t, a):
-        """dx~/dsigma~ at x~ (1 NFE)."""
-        sched = denoiser.schedule
-        s = sched.sigma(t) / a
-        x0 = denoiser.x0(bcast(a, x_tilde) * x_tilde, t)
-        return (x_tilde - x0) / bcast(s, x_tilde)
+    @staticmethod
+    def scaled(g, x):
+        """In x's dtype, per grid point: alpha and sigma~ = sigma/alpha; per interval: the step in sigma~ (the float64
+        difference, cast)."""
+        sg = g.sigmas / g.alphas
+        return g.like((g.alphas, sg, sg[1:] - sg[:-1]), x)
+
+    @staticmethod
+    def _d(denoiser, x_tilde, at, a, sg):
+        """dx~/dsigma~ at x~ (1 NFE): at the Denoiser's time, a alpha and sg sigma~ there."""
+        x0 = denoiser.x0(a * x_tilde, at)
+        return (x_tilde - x0).div_(sg)
 
 
 @register_solver("euler")
@@ -33,14 +34,12 @@ class Euler(_EDM):
     nominal_order = 1
 
     def sample(self, denoiser, x_T, plan, generator=None):
-        sched, grid = denoiser.schedule, plan.grid
-        sg_s, a_s = _tilde(sched, grid[0])
-        x = x_T / bcast(a_s, x_T)
-        for s, t in zip(grid[:-1], grid[1:]):
-            sg_s, a_s = _tilde(sched, s)
-            sg_t, a_t = _tilde(sched, t)
-            x = x + bcast(sg_t - sg_s, x) * self._d(denoiser, x, s, a_s)  # EDM Alg. 2 line 6
-        return bcast(a_t, x) * x
+        g = plan.on(denoiser.schedule)
+        (a, sg, dsg), at = self.scaled(g, x_T), g.times(x_T)
+        x = x_T / a[0]
+        for i in range(plan.steps):    # x += dsg d (EDM Alg. 2 line 6), in place on this loop's own tensors
+            x = x.add_(self._d(denoiser, x, at[i], a[i], sg[i]).mul_(dsg[i]))
+        return a[-1] * x
 
 
 @register_solver("heun")
@@ -66,20 +65,17 @@ class Heun(_EDM):
         return Plan(grid, tuple(evals))
 
     def plan_on(self, schedule, grid):
-        return Plan(grid, tuple(1 if float(schedule.sigma(t)) == 0 else 2 for t in grid[1:]))
+        return Plan(grid, tuple(1 if s == 0 else 2 for s in sigmas_after(schedule, grid)))
 
     def sample(self, denoiser, x_T, plan, generator=None):
-        sched, grid = denoiser.schedule, plan.grid
-        _, a_0 = _tilde(sched, grid[0])
-        x = x_T / bcast(a_0, x_T)
-        a_t = a_0
-        for i, (s, t) in enumerate(zip(grid[:-1], grid[1:])):
-            sg_s, a_s = _tilde(sched, s)
-            sg_t, a_t = _tilde(sched, t)
-            d = self._d(denoiser, x, s, a_s)
-            x_next = x + bcast(sg_t - sg_s, x) * d                        # Alg. 2 line 6 (Euler)
-            if plan.evals[i] == 2:
-                d2 = self._d(denoiser, x_next, t, a_t)                    # Alg. 2 line 9
-                x_next = x + bcast(sg_t - sg_s, x) * (d + d2) / 2          # Alg. 2 line 8 (trapezoid)
-            x = x_next
-        return bcast(a_t, x) * x
+        g = plan.on(denoiser.schedule)
+        (a, sg, dsg), at = self.scaled(g, x_T), g.times(x_T)
+        x = x_T / a[0]
+        for i in range(plan.steps):    # in place on this loop's own tensors (x, d)
+            d = self._d(denoiser, x, at[i], a[i], sg[i])
+            if plan.evals[i] == 1:
+                x = x.add_(d.mul_(dsg[i]))                                      # Alg. 2 line 6 (Euler)
+                continue
+            d2 = self._d(denoiser, x + dsg[i] * d, at[i + 1], a[i + 1], sg[i + 1])  # Alg. 2 lines 6 and 9
+            x = x.add_(d.add_(d2).mul_(dsg[i]).div_(2))                         # Alg. 2 line 8 (trapezoid)
+        return a[-1] * x

@@ -7,6 +7,8 @@ the first-order steps below stay finite there, higher orders must not be used fo
 """
 from __future__ import annotations
 
+from functools import cached_property
+
 import torch
 
 from .denoiser import bcast
@@ -14,45 +16,70 @@ from .schedules import as_t
 
 
 class Interval:
-    """Schedule quantities of one step s -> t (float64; scalars or per-sample (N,) tensors)."""
+    """Schedule quantities of one step s -> t (float64; scalars or per-sample (N,) tensors). Each phi/psi function
+    is computed once, when first read. A plan's intervals between grid points come from its table
+    (`GridSchedule`, `Interval.known`) instead of the schedule."""
 
     def __init__(self, schedule, s, t):
-        self.s, self.t = as_t(s), as_t(t)
-        self.alpha_s, self.sigma_s = schedule.alpha(self.s), schedule.sigma(self.s)
-        self.alpha_t, self.sigma_t = schedule.alpha(self.t), schedule.sigma(self.t)
-        self.lam_s, self.lam_t = schedule.lambda_(self.s), schedule.lambda_(self.t)
-        self.h = self.lam_t - self.lam_s
-        self.to_data = bool(torch.all(self.sigma_t == 0))
+        s, t = as_t(s), as_t(t)
+        at_t = (t, *schedule.alpha_sigma_lambda(t))
+        self._set((s, *schedule.alpha_sigma_lambda(s)), at_t, bool(torch.all(at_t[2] == 0)))
+
+    @classmethod
+    def known(cls, s: tuple, t: tuple, to_data: bool, h=None, **cached) -> "Interval":
+        """The interval from quantities computed already (a GridSchedule's): s and t as (time, alpha, sigma,
+        lambda), whether sigma_t is 0, h, and any of the cached properties (phi1, data_coefs, ...)."""
+        iv = cls.__new__(cls)
+        iv._set(s, t, to_data, h)
+        iv.__dict__.update(cached)
+        return iv
+
+    def _set(self, s: tuple, t: tuple, to_data: bool, h=None):
+        (self.s, self.alpha_s, self.sigma_s, self.lam_s), (self.t, self.alpha_t, self.sigma_t, self.lam_t) = s, t
+        self.h = self.lam_t - self.lam_s if h is None else h
+        self.to_data = to_data
 
     # phi functions of h (data prediction) and psi functions (noise prediction)
-    @property
+    @cached_property
     def phi1(self):
         return torch.expm1(-self.h)
 
-    @property
+    @cached_property
     def phi2(self):
         return self.phi1 / self.h + 1.0
 
-    @property
+    @cached_property
     def phi3(self):
         return self.phi2 / self.h - 0.5
 
-    @property
+    @cached_property
     def psi1(self):
         return torch.expm1(self.h)
 
-    @property
+    @cached_property
     def psi2(self):
         return self.psi1 / self.h - 1.0
 
-    @property
+    @cached_property
     def psi3(self):
         return self.psi2 / self.h - 0.5
+
+    # the first-order steps' coefficients
+    @cached_property
+    def data_coefs(self):
+        """(sigma_t/sigma_s, alpha_t phi1): data_step's x_t = c_x x_s - c_D D."""
+        return self.sigma_t / self.sigma_s, self.alpha_t * self.phi1
+
+    @cached_property
+    def noise_coefs(self):
+        """(alpha_t/alpha_s, alpha_t sigma_s/alpha_s (-phi1)): noise_step's x_t = c_x x_s - c_e eps."""
+        return self.alpha_t / self.alpha_s, self.alpha_t * self.sigma_s / self.alpha_s * (-self.phi1)
 
 
 def data_step(iv: Interval, x, D):
     """DPM-Solver++(1) = DDIM (eta 0) in data prediction: x_t = (sigma_t/sigma_s) x_s - alpha_t phi1 D."""
-    return bcast(iv.sigma_t / iv.sigma_s, x) * x - bcast(iv.alpha_t * iv.phi1, x) * D
+    c_x, c_D = iv.data_coefs
+    return (bcast(c_x, x) * x).sub_(bcast(c_D, x) * D)    # in place on the new tensor
 
 
 def noise_step(iv: Interval, x, eps):
@@ -60,8 +87,8 @@ def noise_step(iv: Interval, x, eps):
 
     sigma_t psi1 is written as (alpha_t sigma_s / alpha_s)(1 - e^{-h}), which stays finite at sigma_t = 0.
     """
-    c = iv.alpha_t * iv.sigma_s / iv.alpha_s * (-iv.phi1)
-    return bcast(iv.alpha_t / iv.alpha_s, x) * x - bcast(c, x) * eps
+    c_x, c_e = iv.noise_coefs
+    return (bcast(c_x, x) * x).sub_(bcast(c_e, x) * eps)
 
 
 def multistep_order(i: int, steps: int, order: int, lower_order_final: bool, to_data: bool,

@@ -73,6 +73,12 @@ def linspace(schedule, steps: int, **_):
     return _steps_to_grid(schedule, "linspace", np.round(np.linspace(0, N - 1, steps + 1))[::-1][:-1])
 
 
+def sigmas_after(schedule: NoiseSchedule, grid) -> list[float]:
+    """sigma at the end of each interval of `grid`, in one schedule call (a step onto 0 is the jump to x0, which
+    costs 1 NFE whatever the solver: the solvers' `plan_on`)."""
+    return schedule.sigma(grid[1:]).tolist()
+
+
 def ends_at_data(name: str, schedule: NoiseSchedule) -> bool:
     """Whether grid `name` on `schedule` ends at the data point sigma = 0 (diffusers' spacings do), so that its
     last interval is the first-order jump to x0 (1 NFE whatever the solver)."""

@@ -90,9 +90,9 @@ class Multistep(Solver):
 
     def begin(self, denoiser, x_T, plan):
         """(x, history, ctx) before step 0: the evaluation at t_0 (1 NFE)."""
-        t0 = plan.grid[0]
-        M = self.evaluate(denoiser, x_T, t0)
-        return x_T, History([t0], [denoiser.schedule.lambda_(t0)], [M]), self.context(plan)
+        g = plan.on(denoiser.schedule)
+        M = self.evaluate(denoiser, x_T, g.times(x_T)[0])
+        return x_T, History([g.t[0]], [g.lam[0]], [M]), self.context(plan)
 
     def context(self, plan) -> dict:
         return {}
@@ -100,15 +100,16 @@ class Multistep(Solver):
     def step(self, denoiser, x, hist: History, plan, i: int, ctx: dict):
         """Step i: from the newest history time (t_i, or the time a modifier gave it) to t_{i+1}. Returns
         (x_{i+1}, the history with the evaluation at x_{i+1} pushed; none after the last step)."""
-        sched, grid = denoiser.schedule, plan.grid
-        iv = Interval(sched, hist.ts[-1], grid[i + 1])
+        sched, g = denoiser.schedule, plan.on(denoiser.schedule)
+        # from the grid's table, unless a modifier moved the newest time off the grid
+        iv = g.interval(i) if hist.ts[-1] is g.t[i] else Interval(sched, hist.ts[-1], g.t[i + 1])
         p = self.step_order(i, plan, iv)
         x_next = self.update(denoiser, iv, x, hist, p, ctx, i, plan)
         if i == plan.steps - 1:
             return x_next, hist                    # the last step: no evaluation after it
-        nominal = grid[i + 1]
-        t = self.model_time(sched, x_next, nominal, grid[i + 2])
-        M_t = self.evaluate(denoiser, x_next, t)
+        nominal = g.t[i + 1]
+        t = self.model_time(sched, x_next, nominal, g.t[i + 2])
+        M_t = self.evaluate(denoiser, x_next, g.times(x)[i + 1] if t is nominal else t)
         if t is not nominal:                       # a modifier moved the time: the step ends there
             iv = Interval(sched, hist.ts[-1], t)
         if self.corrects:

@@ -12,7 +12,7 @@ import torch
 from torchdiffeq import odeint
 
 from .denoiser import bcast
-from .grids import ends_at_data
+from .grids import ends_at_data, sigmas_after
 from .options import Range
 from .plan import Plan
 from .registry import Solver, register_solver
@@ -41,7 +41,7 @@ class _TorchDiffEq(Solver):
         return super().plan(schedule, nfe)
 
     def plan_on(self, schedule, grid):
-        return Plan(grid, tuple(1 if float(schedule.sigma(t)) == 0 else self.nfe_per_step for t in grid[1:]))
+        return Plan(grid, tuple(1 if s == 0 else self.nfe_per_step for s in sigmas_after(schedule, grid)))
 
     def sample(self, denoiser, x_T, plan, generator=None):
         sched, grid = denoiser.schedule, plan.grid

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .grid_schedule import GridSchedule
 from .options import SpecError
 
 
@@ -44,6 +45,15 @@ class Plan:
     def __post_init__(self):
         if not self.adaptive and len(self.evals) != len(self.grid) - 1:
             raise ValueError(f"a plan of {len(self.grid) - 1} steps lists {len(self.evals)} step costs")
+        object.__setattr__(self, "_tables", {})
+
+    def on(self, schedule) -> GridSchedule:
+        """The schedule at this plan's grid times (alpha, sigma, lambda, the intervals between them), computed
+        once per plan and schedule (solvers/grid_schedule.py)."""
+        kept = self._tables.get(id(schedule))       # (schedule, table): the reference keeps the id unique
+        if kept is None or kept[0] is not schedule:
+            kept = self._tables[id(schedule)] = (schedule, GridSchedule(schedule, self.grid))
+        return kept[1]
 
     @property
     def steps(self) -> int:

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 from .exponential import Interval, noise_step
-from .grids import make_grid
+from .grids import make_grid, sigmas_after
 from .multistep import Multistep
 from .plan import Plan
 from .registry import register_solver
@@ -35,8 +37,22 @@ AB = {
 
 
 def combine(coefs, values):
-    """sum_j coefs[j] * values[-1 - j]: coefficients newest first, values oldest first."""
-    return sum(c * v for c, v in zip(coefs, reversed(values)))
+    """sum_j coefs[j] * values[-1 - j]: coefficients newest first, values oldest first. Added up as sum() adds
+    (0 + first + second ...), in place on the first product."""
+    terms = (c * v for c, v in zip(coefs, reversed(values)))
+    total = next(terms).add_(0)
+    for term in terms:
+        total.add_(term)
+    return total
+
+
+def scalars_like(values, x: torch.Tensor):
+    """Python floats as 0-d tensors of x's dtype (float32 or float64) on its device, made once a run: a product
+    with one of them is the product with the float itself (which torch rounds to that dtype first), without
+    converting the float again at every product."""
+    if x.dtype not in (torch.float32, torch.float64):
+        return values
+    return torch.tensor(values, dtype=x.dtype, device=x.device).unbind()
 
 
 def transfer(schedule, x, e, s, t):
@@ -91,8 +107,8 @@ class PseudoLinearMultistep(Multistep):
         """Warm-up steps cost their stages; a warm-up step onto sigma = 0 cannot evaluate there: it is a
         multistep step (1 NFE)."""
         cost = {"ab": 1, "heun": 2, "prk": 4}[self.warmup]
-        return Plan(grid, tuple(cost if i < self.warmup_steps and float(schedule.sigma(t)) > 0 else 1
-                                for i, t in enumerate(grid[1:])))
+        return Plan(grid, tuple(cost if i < self.warmup_steps and s > 0 else 1
+                                for i, s in enumerate(sigmas_after(schedule, grid))))
 
     def time_grid(self, schedule, steps):
         grid = self.grid
@@ -105,28 +121,33 @@ class PseudoLinearMultistep(Multistep):
 
     def gradient(self, hist, ctx):
         """PLMS-k gradient part: e' = AB_c of the stored noise predictions, c = min(k, stored)."""
-        return combine(AB[len(hist.Ms)], hist.Ms)
+        c, ab = len(hist.Ms), ctx.setdefault("ab", {})
+        if c not in ab:
+            ab[c] = scalars_like(AB[c], hist.Ms[-1])
+        return combine(ab[c], hist.Ms)
 
     def update(self, denoiser, iv, x, hist, p, ctx, i, plan):
         e = hist.Ms[-1]
-        if plan.evals[i] > 1:   # a warm-up step: its stages, from the step's own x_t
-            slope = (self._pseudo_heun if self.warmup == "heun" else self._pseudo_rk)(denoiser, x, e, iv.s, iv.t)
+        if plan.evals[i] > 1:   # a warm-up step: its stages, from the step's own x_t; iv ends at grid time i + 1
+            at_t = plan.on(denoiser.schedule).times(x)[i + 1]
+            slope = (self._pseudo_heun if self.warmup == "heun" else self._pseudo_rk)(denoiser, iv, x, e, at_t)
         else:
             slope = self.slope(self.gradient(hist, ctx), p, ctx)
         return noise_step(iv, x, slope)
 
     @staticmethod
-    def _pseudo_heun(denoiser, x, e1, s, t):
-        x1 = transfer(denoiser.schedule, x, e1, s, t)
-        return (e1 + denoiser.eps(x1, t)) / 2
+    def _pseudo_heun(denoiser, iv, x, e1, at_t):
+        """The stage at the DDIM predictor x1 = transfer(x, e1; s -> t); at_t: t for the Denoiser."""
+        x1 = noise_step(iv, x, e1)
+        return (e1 + denoiser.eps(x1, at_t)).div_(2)
 
     @staticmethod
-    def _pseudo_rk(denoiser, x, e1, s, t):
+    def _pseudo_rk(denoiser, iv, x, e1, at_t):
         """PNDM eq. (13); the mid time is halfway in t (the official code's (t + t_next)/2)."""
-        sched, mid = denoiser.schedule, (s + t) / 2
+        sched, s, mid = denoiser.schedule, iv.s, (iv.s + iv.t) / 2
         e2 = denoiser.eps(transfer(sched, x, e1, s, mid), mid)
         e3 = denoiser.eps(transfer(sched, x, e2, s, mid), mid)
-        e4 = denoiser.eps(transfer(sched, x, e3, s, t), t)
+        e4 = denoiser.eps(noise_step(iv, x, e3), at_t)
         return (e1 + 2 * e2 + 2 * e3 + e4) / 6
 
 

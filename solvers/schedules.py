@@ -40,12 +40,20 @@ class NoiseSchedule:
         return torch.exp(self.log_alpha(t))
 
     def sigma(self, t) -> torch.Tensor:
-        # sqrt(1 - alpha^2) written with expm1 so it stays accurate where alpha -> 1
-        return torch.sqrt(-torch.expm1(2.0 * self.log_alpha(t)))
+        return torch.sqrt(_sigma2_of_log_alpha(self.log_alpha(t)))
 
     def lambda_(self, t) -> torch.Tensor:
+        return _lambda_of_log_alpha(self.log_alpha(t))
+
+    def alpha_sigma_lambda(self, t) -> tuple:
+        """alpha, sigma and lambda at t together (a plan's table, solvers/grid_schedule.py): from one log(alpha)
+        where the class keeps this base's three formulas (VP), else from its own methods (VE)."""
+        cls = type(self)
+        if (cls.alpha, cls.sigma, cls.lambda_) != (NoiseSchedule.alpha, NoiseSchedule.sigma, NoiseSchedule.lambda_):
+            return self.alpha(t), self.sigma(t), self.lambda_(t)
         la = self.log_alpha(t)
-        return la - 0.5 * torch.log(-torch.expm1(2.0 * la))
+        sigma2 = _sigma2_of_log_alpha(la)
+        return torch.exp(la), torch.sqrt(sigma2), _lambda_of_log_alpha(la, sigma2)
 
     def t_of_lambda(self, lam) -> torch.Tensor:
         # VP: log alpha = -1/2 log(1 + e^{-2 lambda}); each schedule inverts log alpha
@@ -142,8 +150,14 @@ class VPLinear(NoiseSchedule):
         return self.t_of_lambda(_lambda_of_log_alpha(as_t(log_alpha)))
 
 
-def _lambda_of_log_alpha(la):
-    return la - 0.5 * torch.log(-torch.expm1(2.0 * la))
+def _sigma2_of_log_alpha(la):
+    """VP: sigma^2 = 1 - alpha^2, written with expm1 so it stays accurate where alpha -> 1."""
+    return -torch.expm1(2.0 * la)
+
+
+def _lambda_of_log_alpha(la, sigma2=None):
+    """VP: lambda = log(alpha) - log(sigma) (sigma^2 given when computed already)."""
+    return la - 0.5 * torch.log(_sigma2_of_log_alpha(la) if sigma2 is None else sigma2)
 
 
 class VPCosine(NoiseSchedule):
