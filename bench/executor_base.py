@@ -20,6 +20,7 @@ class Executor:
     name = "local"
     parallelism = 1
     generation = 0   # bumped by each restart
+    local_workers = False   # its workers use this machine's cores (the driver then keeps to one thread)
 
     def submit(self, task) -> cf.Future:
         raise NotImplementedError

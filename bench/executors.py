@@ -42,6 +42,7 @@ def _init_worker(threads: int, devices):
 class PoolExecutor(Executor):
     """A pool of spawned worker processes (`concurrent.futures.ProcessPoolExecutor`)."""
     name = "pool"
+    local_workers = True
 
     def __init__(self, workers: int = 0, devices: list[str] | None = None, threads: int = 0):
         self.devices = list(devices or [])
@@ -62,6 +63,8 @@ class PoolExecutor(Executor):
                 queue.put(d)
         self._pool = cf.ProcessPoolExecutor(self.parallelism, mp_context=ctx, initializer=_init_worker,
                                             initargs=(self.threads, queue))
+        for _ in range(self.parallelism):   # start every worker now: they import torch while the driver plans
+            self._pool.submit(int)
 
     def submit(self, task) -> cf.Future:
         out: cf.Future = cf.Future()

@@ -148,9 +148,15 @@ def kid(f1, f2, subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET_SIZE, 
     return float(np.mean(vals))
 
 
+KID_ENTRY_COST = 10   # the elementwise work on one kernel entry (scale, cube, sums), in multiply-adds
+
+
 def kid_whole_sets(n1: int, n2: int, d: int, subsets: int, m: int) -> bool:
-    """Whether `kid` takes the whole-set kernels (fewer operations than subset pair by subset pair)."""
-    return (n1 * n1 + n1 * n2 + n2 * n2) * (d + subsets) < 3 * subsets * m * m * d
+    """Whether `kid` takes the whole-set kernels (fewer operations than subset pair by subset pair): a kernel
+    entry costs d multiply-adds and KID_ENTRY_COST more; the whole sets' entries also feed one product each
+    with the subsets' indicator vectors."""
+    whole = (n1 * n1 + n1 * n2 + n2 * n2) * (d + KID_ENTRY_COST + subsets)
+    return whole < 3 * subsets * m * m * (d + KID_ENTRY_COST)
 
 
 def _indicators(draws, n: int, device) -> torch.Tensor:

@@ -188,12 +188,18 @@ class Runner:
         failed = []
         bar = self.progress(total=len(todo)) if self.progress else None
         executor = self.executor or (make_executor(self.spec, self.store.root) if todo else None)
+        threads = torch.get_num_threads()
+        if executor is not None and executor.local_workers:
+            # the workers have the cores: the driver's merging and scoring take one thread, never spinning
+            # against them (oversubscribed OpenMP threads cost more than they give)
+            torch.set_num_threads(1)
         try:
             # a cell held by another process on this directory is left to it and waited for at the end (taken
             # over if that process dies): two processes never compute one cell
             busy = Flight(self, executor, failed, bar).run(todo, wait=False)
             Flight(self, executor, failed, bar).run(busy, wait=True)
         finally:
+            torch.set_num_threads(threads)
             if executor is not None and self.executor is None:
                 executor.shutdown()
             if bar is not None:
@@ -222,7 +228,8 @@ class Runner:
                "n_samples": cell.n_samples, "cell_id": cell.cell_id, "identity": cell.identity, "wall_s": wall,
                "samples_per_s": cell.n_samples / wall if wall > 0 else math.nan, "dtype": self.spec.dtype,
                "model_dtype": self.spec.model_dtype or self.spec.dtype}
-        row.update(self.score(data))   # diverged_frac and the wanted metrics
+        # diverged_frac and the wanted metrics: scored where a one-shard cell ran (the same computation)
+        row.update(shards[0].metrics if len(shards) == 1 and shards[0].metrics is not None else self.score(data))
         preview = torch.from_numpy(np.concatenate([r.preview for r in shards if r.preview is not None]))
         return CellResult(row, {"x": preview.clone(), "y": None if y is None else y[:SAVED_SAMPLES]},
                           self.fid_features(data))

@@ -199,5 +199,13 @@ def sample_shard(task: ShardTask) -> ShardResult:
         if keep["samples"]:
             samples.append(out.numpy())
     cat = (lambda parts: np.concatenate(parts) if parts else None)
-    return ShardResult(task.start, task.stop, nfe_used, wall, np.concatenate(oks), cat(feats), cat(preds),
-                       cat(ref_sq), cat(preview), cat(samples))
+    result = ShardResult(task.start, task.stop, nfe_used, wall, np.concatenate(oks), cat(feats), cat(preds),
+                         cat(ref_sq), cat(preview), cat(samples))
+    if task.start == 0 and task.stop == task.n_samples:   # the whole cell: scored here, in parallel
+        from .cell_data import CellData
+        from .metric_families import compute_metrics
+        x = None if result.samples is None else torch.from_numpy(result.samples)
+        data = CellData.from_shards(model, [result], class_labels(model, task.n_samples), plan.grid, None, spec,
+                                    None, x)
+        result.metrics = {k: float(v) for k, v in compute_metrics(data, spec.metrics).items()}
+    return result

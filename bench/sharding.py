@@ -6,6 +6,8 @@ arrays of what the run's metrics need of its rows (`what_to_keep`), never the sa
 """
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +45,7 @@ class ShardResult:
     ref_sq: np.ndarray | None = None
     preview: np.ndarray | None = None
     samples: np.ndarray | None = None
+    metrics: dict | None = None   # the cell's metrics, when the shard is the whole cell (scored where it ran)
 
     ARRAYS = ("ok", "features", "predictions", "ref_sq", "preview", "samples")
 
@@ -55,6 +58,8 @@ class ShardResult:
         out = {"range": np.array([self.start, self.stop, self.nfe_used], np.int64),
                "wall_s": np.array(self.wall_s, np.float64)}
         out.update({k: v for k, v in self.arrays().items() if v is not None})
+        if self.metrics is not None:
+            out["metrics"] = np.array(json.dumps(self.metrics))   # text, never a pickled object
         return out
 
     @classmethod
@@ -72,6 +77,15 @@ class ShardResult:
             raise ValueError("its finite mask does not match its rows")
         r = cls(start, stop, int(rng[2]), wall, ok,
                 **{k: np.asarray(arrays[k]) for k in cls.ARRAYS[1:] if k in arrays})
+        if "metrics" in arrays:
+            try:
+                metrics = json.loads(str(np.asarray(arrays["metrics"])))
+                if not isinstance(metrics, dict) or not all(isinstance(v, (int, float)) or v is None
+                                                            for v in metrics.values()):
+                    raise ValueError
+            except ValueError:
+                raise ValueError("its metrics are not a JSON object of numbers") from None
+            r.metrics = {k: (math.nan if v is None else float(v)) for k, v in metrics.items()}
         n_ok = int(ok.sum())
         for name, a in (("features", r.features), ("predictions", r.predictions)):
             if a is not None and a.shape[0] != n_ok:

@@ -191,8 +191,9 @@ def workers_speedup(workers: int = 2) -> dict:
     from bench.spec import RunConfig
 
     def grid(**kw):
-        return RunConfig(models=["digits"], solvers=["ddim", "dpmpp-2m", "unipc", "heun"], nfe=[6, 10],
-                         seeds=[0, 1, 2, 3, 4], samples=1000, metrics=["fid", "kid", "cond_acc"], **kw)
+        base = dict(models=["digits"], solvers=["ddim", "dpmpp-2m", "unipc", "heun"], nfe=[6, 10],
+                    seeds=[0, 1, 2, 3, 4], samples=1000, metrics=["fid", "kid", "cond_acc"])
+        return RunConfig(**{**base, **kw})
 
     out = {}
     with tempfile.TemporaryDirectory() as d:

@@ -107,7 +107,7 @@ def test_estimate_of_ordinary_cells_is_modest_and_grows_with_size():
     model, solver = load_model("gmm2d"), get_solver("dpmpp-2m")
     small, _ = estimate_cell_bytes(_spec(samples=1000), model, solver, 10)
     big, _ = estimate_cell_bytes(_spec(samples=50_000), model, solver, 10)
-    assert small < big < 2 * GB
+    assert small < 2 * GB and big < 2 * GB and big < small + 50_000 * 1000   # flat: features, not samples
     batched, parts = estimate_cell_bytes(_spec(samples=10_000_000, batch_size=10_000), model, solver, 10)
     whole, _ = estimate_cell_bytes(_spec(samples=10_000_000, batch_size=0), model, solver, 10)   # one batch
     assert batched < whole / 5
@@ -147,9 +147,9 @@ def _old_inception_kid(f1, f2, subsets, subset_size, seed=0):
     return float(np.mean(vals))
 
 
-@pytest.mark.parametrize("subsets,size", [(5, 400), (3, 5000)])
+@pytest.mark.parametrize("subsets,size", [(2, 200), (3, 5000)])
 def test_kid_core_gives_inceptions_old_values(subsets, size):
-    """Subset by subset (the cheaper way at (5, 400)) the old values exactly; from whole-set kernels (at
+    """Subset by subset (the cheaper way at (2, 200)) the old values exactly; from whole-set kernels (at
     (3, 5000), where every subset is a whole set) the same sums in another order: equal to rounding."""
     rng = np.random.default_rng(7)
     f1 = rng.normal(size=(900, 16)).astype(np.float32)
