@@ -95,12 +95,7 @@ class RayExecutor(Executor):
                 out.set_exception(_driver_side(e))
                 return
             if isinstance(value, _Raised):
-                exc = value.exc
-                try:
-                    exc.add_note(f"raised in a Ray task:\n{value.trace}")
-                except Exception:
-                    pass
-                out.set_exception(exc)
+                out.set_exception(value.exception("a Ray task"))
             else:
                 out.set_result(value)
         inner.add_done_callback(relay)

@@ -40,6 +40,14 @@ class _Raised:
     def __init__(self, exc: BaseException, trace: str):
         self.exc, self.trace = exc, trace
 
+    def exception(self, where: str) -> BaseException:
+        """The task's exception, the worker's traceback added as a note naming where it ran."""
+        try:
+            self.exc.add_note(f"raised in {where}:\n{self.trace}")
+        except Exception:
+            pass
+        return self.exc
+
 
 def _portable(exc: BaseException) -> BaseException:
     """The exception itself when it pickles and unpickles, else a RuntimeError with its type and message."""
@@ -255,12 +263,7 @@ class SubmititExecutor(Executor):
             return None, RuntimeError(f"submitit job {job.job_id}: its result cannot be read: "
                                       f"{type(e).__name__}: {e}")
         if isinstance(value, _Raised):
-            exc = value.exc
-            try:
-                exc.add_note(f"raised in submitit job {job.job_id}:\n{value.trace}")
-            except Exception:
-                pass
-            return None, exc
+            return None, value.exception(f"submitit job {job.job_id}")
         return value, None
 
 
