@@ -28,6 +28,7 @@ from .executor_base import Executor, LocalExecutor, WorkerLost  # noqa: F401  (t
 from .shard import run_task
 
 EXTRAS = {"submitit": ("submitit", "slurm"), "ray": ("ray", "ray")}
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def _init_worker(threads: int, devices):
@@ -63,8 +64,20 @@ class PoolExecutor(Executor):
                 queue.put(d)
         self._pool = cf.ProcessPoolExecutor(self.parallelism, mp_context=ctx, initializer=_init_worker,
                                             initargs=(self.threads, queue))
-        for _ in range(self.parallelism):   # start every worker now: they import torch while the driver plans
-            self._pool.submit(int)
+        # every worker starts now (they import torch while the driver goes on), its BLAS and OpenMP pools at its
+        # share of the cores: a spawned process reads these when numpy and torch load, and idle BLAS threads
+        # spinning beside the other workers cost more than they give
+        saved = {k: os.environ.get(k) for k in _THREAD_VARS}
+        os.environ.update({k: str(self.threads) for k in _THREAD_VARS})
+        try:
+            for _ in range(self.parallelism):
+                self._pool.submit(int)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
     def submit(self, task) -> cf.Future:
         out: cf.Future = cf.Future()
