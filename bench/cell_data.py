@@ -134,17 +134,12 @@ def feature_pass(model, x: torch.Tensor, spec, predictions: bool = False):
             model.feature_extractor)
         return (None if dim is None else np.zeros((0, dim), np.float32),
                 np.zeros(0, np.int64) if predictions and model.feature_extractor == "digits-classifier" else None)
-    if model.feature_extractor == "digits-classifier":
+    f = sample_features(model, x, spec)
+    if model.feature_extractor == "digits-classifier" and predictions:   # the classifier's last layer
         from models.classifier import load_classifier
-
-        from .fidelity import _clean
-        net = load_classifier()
-        xs, _ = _clean(x, None)
         with torch.no_grad():
-            f = net.features(xs)
-            p = net.fc2(f).argmax(1).numpy() if predictions else None
-        return f.to(torch.float32).numpy(), p
-    return sample_features(model, x, spec), None
+            return f, load_classifier().fc2(torch.from_numpy(f)).argmax(1).numpy()
+    return f, None
 
 
 def sample_features(model, x: torch.Tensor, spec) -> np.ndarray | None:

@@ -47,10 +47,8 @@ class PoolExecutor(Executor):
 
     def __init__(self, workers: int = 0, devices: list[str] | None = None, threads: int = 0):
         self.devices = list(devices or [])
+        _check_devices(workers, self.devices)
         self.parallelism = workers or len(self.devices) or os.cpu_count() or 1
-        if self.devices and self.parallelism != len(self.devices):
-            raise SpecError(f"--workers {workers} with {len(self.devices)} --devices: one worker per device "
-                            f"(leave --workers out, or give {workers} devices)")
         self.threads = threads or max(1, (os.cpu_count() or 1) // self.parallelism)
         self._pool = None
         self._start()
@@ -113,21 +111,26 @@ class PoolExecutor(Executor):
             self._pool = None
 
 
+def _engine(spec) -> str:
+    """The executor a RunConfig asks for: `workers` or `devices` alone turn `local` into `pool`."""
+    if spec.executor == "local" and (spec.workers > 1 or spec.devices):
+        return "pool"
+    return spec.executor
+
+
+def _check_devices(workers: int, devices: list):
+    if devices and workers and workers != len(devices):
+        raise SpecError(f"--workers {workers} with {len(devices)} --devices: one worker per device "
+                        f"(leave --workers out, or give {workers} devices)")
+
+
 def make_executor(spec, log_dir=None) -> Executor:
-    """The executor a RunConfig asks for (`workers` or `devices` alone turn `local` into `pool`). A missing
-    engine is one line naming the install command, before any work."""
-    name = spec.executor
-    if name == "local" and (spec.workers > 1 or spec.devices):
-        name = "pool"
+    """The executor a RunConfig asks for (`_engine`); check_executor has checked its settings."""
+    name = _engine(spec)
     if name == "local":
         return LocalExecutor()
     if name == "pool":
         return PoolExecutor(spec.workers, spec.devices)
-    module, extra = EXTRAS[name]
-    try:
-        __import__(module)
-    except ImportError:
-        raise SpecError(f"--executor {name} needs {module}: pip install 'nfebench[{extra}]'") from None
     if name == "submitit":
         from .executor_submitit import SubmititExecutor
         return SubmititExecutor(spec, log_dir)
@@ -136,13 +139,12 @@ def make_executor(spec, log_dir=None) -> Executor:
 
 
 def check_executor(spec):
-    """Bad executor settings fail before any work (the engine's import included)."""
-    make = spec.executor if not (spec.executor == "local" and (spec.workers > 1 or spec.devices)) else "pool"
-    if make in EXTRAS:
-        module, extra = EXTRAS[make]
+    """Bad executor settings fail before any work: a missing engine is one line naming its install command."""
+    name = _engine(spec)
+    if name in EXTRAS:
+        module, extra = EXTRAS[name]
         import importlib.util
         if importlib.util.find_spec(module) is None:
-            raise SpecError(f"--executor {make} needs {module}: pip install 'nfebench[{extra}]'")
-    if make == "pool" and spec.devices and spec.workers and spec.workers != len(spec.devices):
-        raise SpecError(f"--workers {spec.workers} with {len(spec.devices)} --devices: one worker per device "
-                        f"(leave --workers out, or give {spec.workers} devices)")
+            raise SpecError(f"--executor {name} needs {module}: pip install 'nfebench[{extra}]'")
+    if name == "pool":
+        _check_devices(spec.workers, spec.devices)
