@@ -6,8 +6,8 @@ and alone writes the run directory. Workers return their results and write nothi
 system only to read models and plugin files.
 
 - `local` (default): in the driver's process, one task at a time;
-- `pool`: a process pool of `workers` processes (spawned, `torch.set_num_threads(cpus // workers)` each); with
-  `devices` one worker per device, each pinned to its device;
+- `pool`: a process pool of `workers` processes (forked on CPU, spawned over CUDA devices;
+  `torch.set_num_threads(cpus // workers)` each); with `devices` one worker per device, each pinned to its device;
 - `submitit`: SLURM job arrays through submitit when `srun` is on the PATH, submitit's local executor otherwise
   (bench/executor_submitit.py; extra `.[slurm]`);
 - `ray`: a Ray task per shard (bench/executor_ray.py; extra `.[ray]`).
@@ -33,15 +33,17 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 def _init_worker(threads: int, devices):
     import torch
+    from threadpoolctl import threadpool_limits
 
     from . import shard
     torch.set_num_threads(max(1, threads))
+    threadpool_limits(max(1, threads))   # numpy's BLAS too (a forked worker keeps the driver's pool size)
     if devices is not None:
         shard.WORKER_DEVICE[:] = [devices.get()]
 
 
 class PoolExecutor(Executor):
-    """A pool of spawned worker processes (`concurrent.futures.ProcessPoolExecutor`)."""
+    """A pool of worker processes (`concurrent.futures.ProcessPoolExecutor`; `_start_method` says fork or spawn)."""
     name = "pool"
     local_workers = True
 
@@ -54,7 +56,7 @@ class PoolExecutor(Executor):
         self._start()
 
     def _start(self):
-        ctx = mp.get_context("spawn")   # a forked torch can deadlock; a spawned worker imports afresh
+        ctx = mp.get_context(_start_method(self.devices))
         queue = None
         if self.devices:
             queue = ctx.Manager().Queue()
@@ -62,9 +64,10 @@ class PoolExecutor(Executor):
                 queue.put(d)
         self._pool = cf.ProcessPoolExecutor(self.parallelism, mp_context=ctx, initializer=_init_worker,
                                             initargs=(self.threads, queue))
-        # every worker starts now (they import torch while the driver goes on), its BLAS and OpenMP pools at its
-        # share of the cores: a spawned process reads these when numpy and torch load, and idle BLAS threads
-        # spinning beside the other workers cost more than they give
+        # every worker starts now (a spawned one imports torch while the driver goes on), its BLAS and OpenMP
+        # pools at its share of the cores: a spawned process reads these when numpy and torch load (a forked one
+        # is limited in _init_worker), and idle BLAS threads spinning beside the other workers cost more than
+        # they give
         saved = {k: os.environ.get(k) for k in _THREAD_VARS}
         os.environ.update({k: str(self.threads) for k in _THREAD_VARS})
         try:
@@ -109,6 +112,16 @@ class PoolExecutor(Executor):
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+def _start_method(devices) -> str:
+    """Fork where it is safe: a forked worker starts in milliseconds with the driver's imports and loaded models
+    (a spawned one pays seconds of imports and loads each model again). CUDA does not survive a fork, so a pool
+    over devices, or a driver that has touched CUDA, spawns."""
+    import torch
+    if devices or torch.cuda.is_initialized() or "fork" not in mp.get_all_start_methods():
+        return "spawn"
+    return "fork"
 
 
 def _engine(spec) -> str:

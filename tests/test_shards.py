@@ -158,6 +158,25 @@ def test_a_bad_shard_file_is_moved_aside_and_recomputed(tmp_path):
     assert r["results"].fid.iloc[0] == ref.fid.iloc[0]
 
 
+_DRIVER_STATE = "as imported"
+
+
+class _WorkerReport:
+    """A task telling what its worker process holds."""
+    def run(self):
+        from threadpoolctl import threadpool_info
+        return _DRIVER_STATE, torch.get_num_threads(), max(i["num_threads"] for i in threadpool_info())
+
+
+def test_a_cpu_pool_forks_with_the_drivers_state_and_its_share_of_threads(monkeypatch):
+    from bench.executors import _start_method
+    assert _start_method([]) == "fork" and _start_method(["cuda:0"]) == "spawn"
+    monkeypatch.setattr(sys.modules[__name__], "_DRIVER_STATE", "loaded by the driver")
+    with PoolExecutor(2, threads=1) as pool:
+        reports = [f.result() for f in [pool.submit(_WorkerReport()) for _ in range(4)]]
+    assert reports == [("loaded by the driver", 1, 1)] * 4
+
+
 def test_local_executor_reports_a_task_error_without_raising():
     f = LocalExecutor().submit(None)   # run_task(None) fails: the Future carries it
     with pytest.raises(AttributeError):
