@@ -5,9 +5,13 @@ x~ = x / alpha, sigma~ = sigma / alpha = e^{-lambda}, so they run on VP and VE m
 """
 from __future__ import annotations
 
-from .grids import ends_at_data, sigmas_after
-from .plan import Plan
+import math
+
+from .noise_sampler import noise_sampler
+from .options import Range, SpecError
 from .registry import Solver, register_solver
+from .sigma_view import SigmaView
+from .two_stage import TwoStage
 
 
 class _EDM(Solver):
@@ -43,31 +47,27 @@ class Euler(_EDM):
 
 
 @register_solver("heun")
-class Heun(_EDM):
-    """EDM Heun (2nd order, 2 NFE a step); a step onto sigma=0, or an odd budget's last step, is Euler."""
+class Heun(TwoStage, _EDM):
+    """EDM Heun (2nd order, 2 NFE a step); a step onto sigma=0, or an odd budget's last step, is Euler.
+    churn > 0: EDM's stochastic sampler (Alg. 2), see `sample_churn`."""
 
     nominal_order = 2
-    min_nfe = 2
-    nfe_per_step = 2
+    defaults = {"churn": 0.0, "tmin": 0.0, "tmax": math.inf, "noise": 1.0}
+    ranges = {"churn": Range(0, math.inf, allow_inf=False), "tmin": Range(0, math.inf),
+              "tmax": Range(0, math.inf, allow_inf=True), "noise": Range(0, math.inf)}
 
-    def plan(self, schedule, nfe):
-        """Heun steps of 2 NFE; an odd budget's last step is Euler (EDM: 2N - 1). A grid ending at sigma = 0 ends
-        with a 1-NFE Euler jump there, and Heun steps before it (one of them Euler when the budget is even)."""
-        self.require_nfe(nfe)
-        to_data = ends_at_data(self.grid, schedule)
-        grid = self.time_grid(schedule, nfe // 2 + 1 if to_data else (nfe + 1) // 2)
-        evals, left = [], nfe
-        for i in range(len(grid) - 1):
-            later = len(grid) - 2 - i               # intervals after this one, 1 NFE each at least
-            heun = not (to_data and i == len(grid) - 2) and left - 2 >= later
-            evals.append(2 if heun else 1)
-            left -= evals[-1]
-        return Plan(grid, tuple(evals))
+    @property
+    def stochastic(self):
+        return self.churn > 0
 
-    def plan_on(self, schedule, grid):
-        return Plan(grid, tuple(1 if s == 0 else 2 for s in sigmas_after(schedule, grid)))
+    def check(self):
+        if self.tmin > self.tmax:
+            raise SpecError(f"solver 'heun': tmin={self.tmin} is above tmax={self.tmax}; churn applies for "
+                            "tmin <= sigma~ <= tmax")
 
     def sample(self, denoiser, x_T, plan, generator=None):
+        if self.churn > 0:
+            return self.sample_churn(denoiser, x_T, plan, generator)
         g = plan.on(denoiser.schedule)
         (a, sg, dsg), at = self.scaled(g, x_T), g.times(x_T)
         x = x_T / a[0]
@@ -79,3 +79,22 @@ class Heun(_EDM):
             d2 = self._d(denoiser, x + dsg[i] * d, at[i + 1], a[i + 1], sg[i + 1])  # Alg. 2 lines 6 and 9
             x = x.add_(d.add_(d2).mul_(dsg[i]).div_(2))                         # Alg. 2 line 8 (trapezoid)
         return a[-1] * x
+
+    def sample_churn(self, denoiser, x_T, plan, generator=None):
+        """EDM Alg. 2 (S_churn = churn, S_tmin/S_tmax = tmin/tmax, S_noise = noise), in sigma~. The divisor of
+        S_churn is the number of steps (EDM's N when the grid ends at sigma = 0; k-diffusion's len(sigmas) - 1).
+        A churned level is capped at the schedule's top sigma~(T), where EDM's VE networks have none."""
+        v = SigmaView(denoiser, plan, x_T)
+        ns, s = noise_sampler(x_T, generator), v.sigmas
+        x = v.start(x_T)
+        for i in range(plan.steps):
+            gamma = min(self.churn / plan.steps, math.sqrt(2) - 1) if self.tmin <= s[i] <= self.tmax else 0.0
+            gamma = max(0.0, min(gamma, v.sigma_max / s[i] - 1))
+            s_hat = s[i] * (1 + gamma)                                                     # line 5
+            x_hat = x + math.sqrt(s_hat ** 2 - s[i] ** 2) * self.noise * ns(s[i], s_hat)  # line 6: one draw a step
+            d = v.d(x_hat, v.D(x_hat, i) if gamma == 0 else v.D_at(x_hat, s_hat), s_hat)   # line 7
+            x = x_hat + (s[i + 1] - s_hat) * d                                             # line 8 (Euler)
+            if plan.evals[i] == 2:                                                         # lines 9-11 (Heun)
+                d2 = v.d(x, v.D(x, i + 1), s[i + 1])
+                x = x_hat + (s[i + 1] - s_hat) * (d + d2) / 2
+        return v.finish(x)

@@ -51,6 +51,17 @@ ORDERS = [
     ("dpm-solver-2", 2, 0.25),
     ("dpm-solver-3", 3, 0.35),
     ("dpmpp-2s", 2, 0.25),
+    # the ODE limits of the stochastic samplers (eta = 0) and the Adams methods in sigma~ (docs/solvers.md)
+    ("euler-ancestral:eta=0,grid=logSNR", 1, 0.15),
+    ("dpmpp-2s-ancestral:eta=0,grid=logSNR", 2, 0.25),
+    ("dpmpp-sde:eta=0,grid=logSNR", 2, 0.25),
+    ("dpmpp-2m-sde:eta=0,grid=logSNR", 2, 0.25),
+    ("dpmpp-2m-sde:eta=0,grid=logSNR,solver_type=heun", 2, 0.25),
+    ("dpmpp-3m-sde:eta=0,grid=logSNR", 2, 0.25),   # k-diffusion's D2: the reference 3M formula, second order
+    ("lms:grid=logSNR", 4, 0.5),
+    ("lms", 4, 0.5),
+    ("ipndm:grid=logSNR", 2, 0.25),     # constant-step AB4 coefficients on a non-uniform grid: order 2
+    ("ipndm", 2, 0.25),
 ]
 
 

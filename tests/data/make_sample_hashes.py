@@ -96,6 +96,12 @@ SPECS = [
     # added with the multistep core (issue 17): the two new modifier combinations, 3M's official solver_type
     "unipc+ts", "unipc+ts:window=0", "unipc+ts:order=2,variant=bh2", "dpmpp-3m+dc:ratio=1.05",
     "dpmpp-3m+dc" + RATIOS_SUFFIX, "dpmpp-3m:solver_type=taylor",
+    # added with the stochastic and anchor samplers (issue 19): eta, the two-stage plans, solver types, churn
+    "euler-ancestral", "euler-ancestral:eta=0.5", "dpmpp-2s-ancestral", "dpmpp-2s-ancestral:eta=0.0",
+    "dpmpp-sde", "dpmpp-sde:eta=0.0", "dpmpp-sde:r=0.3", "dpmpp-2m-sde", "dpmpp-2m-sde:solver_type=heun",
+    "dpmpp-2m-sde:eta=0.0", "dpmpp-3m-sde", "dpmpp-3m-sde:eta=0.0", "dpmpp-2m-sde:grid=linspace",
+    "lms", "lms:order=2", "lms:grid=logSNR", "ipndm", "ipndm:order=3", "ipndm-v", "ipndm-v:order=3",
+    "heun:churn=10.0", "heun:churn=30.0,noise=1.007,tmax=1.0,tmin=0.01",
 ]
 # specs renamed since the record was written (same method, same numbers): old name -> new name
 RENAMED = {"dpmpp-3m:solver_type=taylor": "dpmpp-3m:d2_weight=exact,solver_type=taylor"}
