@@ -19,6 +19,7 @@ from torchdiffeq import odeint
 
 from solvers import Denoiser
 from solvers.dc_solver import search_ratios
+from solvers.options import SpecError
 from solvers.ode import pf_ode_rhs
 
 from .store import atomic_write
@@ -109,8 +110,33 @@ class CalibrationFile:
         finally:
             os.close(fd)
 
+    def searched(self, model: str, solver: str, dtype: str) -> list[tuple[int, float, list[float]]]:
+        """(steps, guidance, ratios) of every entry searched for (model, solver spec, dtype)."""
+        out = []
+        for key, entry in sorted(self.read().items()):
+            m, spec, nfe, g, dt = key.split("|")
+            if (m, spec, dt) == (model, solver, dtype):
+                out.append((len(entry["ratios"]), float(g[2:]), entry["ratios"]))
+        return out
+
     def put(self, key: str, entry: dict):
         data = self.read()
         data[key] = entry
         self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(self.path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+def cpr_searched(spec, model: str, solver) -> list[tuple[int, float, list[float]]]:
+    """The searched entries a `ratios=cpr` solver is fitted on: those of its base spec and this model in the
+    run's --calibration file (required: the run directory's own file grows while the run searches, and a fit must
+    not change under a cell). Raises SpecError when there is no file or too little in it to fit."""
+    from solvers import dc_cpr
+    if not spec.calibration:
+        raise SpecError(f"solver '{solver.spec}' predicts its ratios from searched ones: give --calibration FILE "
+                        f"(made by `nfebench calibrate --solvers {solver.calibration_spec} ...`)")
+    searched = CalibrationFile(spec.calibration).searched(model, solver.calibration_spec, spec.dtype_tag)
+    try:
+        dc_cpr.fit(searched)
+    except SpecError as e:
+        raise SpecError(f"solver '{solver.spec}' on {model} with {spec.calibration}: {e}") from None
+    return searched

@@ -348,6 +348,10 @@ def cmd_calibrate(args) -> int:
         takers = ", ".join(n for n in list_solvers() if get_solver(n).needs_calibration)
         raise SpecError(f"no solver to calibrate in {', '.join(spec.solvers)}; calibrated solvers: {takers} "
                         "(with any of their options except a constant ratio=)")
+    cpr = [s for s in dc if get_solver(s).ratios == "cpr"]
+    if cpr:
+        raise SpecError(f"{cpr[0]} predicts its ratios from searched ones: calibrate "
+                        f"{get_solver(cpr[0]).calibration_spec} instead")
     spec.solvers = dc
     runner = Runner(spec, spec.out, log=lambda msg: print(msg, file=sys.stderr))
     cells, notes = plan(spec)

@@ -106,6 +106,10 @@ def cell_identity(spec, model_spec: str, model, solver, nfe: int, guidance: floa
              "protocol": protocol(spec, model, n_samples)}
     if solver.needs_calibration:
         ident["calibration"] = str(Path(spec.calibration).resolve()) if spec.calibration else "run directory"
+        if solver.ratios == "cpr":     # the prediction depends on every entry it is fitted on
+            from .calibration import cpr_searched
+            fitted_on = json.dumps(cpr_searched(spec, model_spec, solver), separators=(",", ":"))
+            ident["cpr_fitted_on"] = hashlib.sha256(fitted_on.encode()).hexdigest()[:16]
     return ident
 
 

@@ -298,7 +298,12 @@ class Runner:
     def calibrated_ratios(self, cell: Cell, model, solver, plan) -> list[float]:
         """A DC solver's ratios for this cell's (model, NFE, guidance): from the calibration file, else searched
         now on the calibration noises and added to it (the search's NFE are recorded there, not in the cell)."""
-        searched_as = solver.calibration_spec   # guard=true shares the search
+        searched_as = solver.calibration_spec   # guard=true and ratios=cpr share the search
+        if solver.ratios == "cpr":               # predicted from the ratios searched for this model
+            from solvers import dc_cpr
+
+            from .calibration import cpr_searched
+            return dc_cpr.predict(dc_cpr.fit(cpr_searched(self.spec, cell.model, solver)), plan.steps, cell.guidance)
         key = calibration_key(cell.model, searched_as, cell.nfe, cell.guidance, self.spec.dtype_tag)
         with self.calibration.locked():
             entry = self._calibration_entry(cell, model, solver, plan, searched_as, key)

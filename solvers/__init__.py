@@ -12,7 +12,7 @@ from .schedules import SCHEDULES, VE, NoiseSchedule, VPCosine, VPDiscrete, VPLin
 # importing the modules registers their solvers
 from . import ddim, dpm_solver, dpmpp, edm, ode  # noqa: E402,F401
 from . import consistency, dc_solver, momentum, pndm, time_shift, unipc  # noqa: E402,F401
-from . import adams, ancestral, sde_multistep  # noqa: E402,F401
+from . import adams, ancestral, deis, restart, sa_solver, sde_multistep  # noqa: E402,F401
 
 __all__ = [
     "Denoiser", "NFEBudgetExceeded", "Prediction", "GRIDS", "make_grid", "SpecError", "parse_spec",

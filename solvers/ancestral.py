@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from .noise_sampler import noise_sampler
+from .noise_sampler import PATHS, noise_sampler
 from .options import Range
 from .registry import Solver, register_solver
 from .sigma_view import SigmaView, ancestral_split
@@ -18,7 +18,8 @@ ETA = Range(0, math.inf)       # eta > 1 is accepted, as in k-diffusion: sigma_u
 
 class _Ancestral(Solver):
     default_grid = "karras"
-    defaults = {"eta": 1.0, "s_noise": 1.0}
+    defaults = {"eta": 1.0, "s_noise": 1.0, "noise_path": "steps"}
+    choices = {"noise_path": PATHS}
     ranges = {"eta": ETA, "s_noise": Range(0, math.inf)}
 
     @property
@@ -33,7 +34,8 @@ class EulerAncestral(_Ancestral):
     nominal_order = 1
 
     def sample(self, denoiser, x_T, plan, generator=None):
-        v, ns = SigmaView(denoiser, plan, x_T), noise_sampler(x_T, generator)
+        v = SigmaView(denoiser, plan, x_T)
+        ns = noise_sampler(x_T, generator, self.noise_path, v.sigma_max)
         s, x = v.sigmas, v.start(x_T)
         for i in range(plan.steps):
             down, up = ancestral_split(s[i], s[i + 1], self.eta)
@@ -50,7 +52,8 @@ class DPMpp2SAncestral(TwoStage, _Ancestral):
     nominal_order = 2
 
     def sample(self, denoiser, x_T, plan, generator=None):
-        v, ns = SigmaView(denoiser, plan, x_T), noise_sampler(x_T, generator)
+        v = SigmaView(denoiser, plan, x_T)
+        ns = noise_sampler(x_T, generator, self.noise_path, v.sigma_max)
         s, x = v.sigmas, v.start(x_T)
         for i in range(plan.steps):
             D = v.D(x, i)
@@ -77,7 +80,8 @@ class DPMppSDE(TwoStage, _Ancestral):
     ranges = {**_Ancestral.ranges, "r": Range(0, 1, lo_open=True, hi_open=True)}
 
     def sample(self, denoiser, x_T, plan, generator=None):
-        v, ns = SigmaView(denoiser, plan, x_T), noise_sampler(x_T, generator)
+        v = SigmaView(denoiser, plan, x_T)
+        ns = noise_sampler(x_T, generator, self.noise_path, v.sigma_max)
         s, x = v.sigmas, v.start(x_T)
         for i in range(plan.steps):
             D = v.D(x, i)

@@ -59,12 +59,14 @@ class DynamicCompensation(Modifier):
 
     hook = "adjust_history"
     ranges = {"ratio": (-10, 10)}   # a constant ratio; calibrated ones fall within -1.4..4.5 on the suites
-    ratios = None         # one per step, rho_1..rho_M
+    ratio_list = None     # one per step, rho_1..rho_M (with_ratios)
 
     def check(self):
         super().check()
         if self.guard and self.ratio is not None:
             raise SpecError(f"solver '{self.name}': guard= applies to calibrated ratios, not to a constant ratio=")
+        if self.ratios == "cpr" and (self.guard or self.ratio is not None):
+            raise SpecError(f"solver '{self.name}': ratios=cpr predicts the ratios; it takes neither guard= nor ratio=")
 
     @property
     def needs_calibration(self) -> bool:
@@ -74,12 +76,12 @@ class DynamicCompensation(Modifier):
     @property
     def calibration_spec(self) -> str:
         """The spec its ratios are searched and stored under: `guard` only chooses among them afterwards."""
-        kept = {k: v for k, v in self.given.items() if k != "guard"}
+        kept = {k: v for k, v in self.given.items() if k not in ("guard", "ratios")}
         return type(self)(**kept).spec
 
     def with_ratios(self, ratios) -> "DynamicCompensation":
         solver = copy.copy(self)
-        solver.ratios = [float(r) for r in ratios]
+        solver.ratio_list = [float(r) for r in ratios]
         return solver
 
     @property
@@ -89,16 +91,17 @@ class DynamicCompensation(Modifier):
     def ratios_for(self, steps: int) -> list[float]:
         if self.ratio is not None:
             return ([1.0, 1.0] + [float(self.ratio)] * steps)[:steps]
-        if self.ratios is None:
+        if self.ratio_list is None:
             raise SpecError(f"solver '{self.spec}' needs compensation ratios for its {steps} steps: run it through "
                             f"`nfebench run` or `nfebench calibrate` (which search them), or give a constant one, "
                             f"e.g. {self.name}:ratio=1.1")
-        if len(self.ratios) != steps:
-            raise SpecError(f"solver '{self.spec}' was given {len(self.ratios)} compensation ratios for {steps} steps")
-        if any(r != 1.0 for r in self.ratios[:DC_POINTS - 1]):
+        if len(self.ratio_list) != steps:
+            raise SpecError(f"solver '{self.spec}' was given {len(self.ratio_list)} compensation ratios for {steps} "
+                            "steps")
+        if any(r != 1.0 for r in self.ratio_list[:DC_POINTS - 1]):
             raise SpecError(f"solver '{self.spec}': the first {DC_POINTS - 1} compensation ratios must be 1 (fewer "
-                            f"than {DC_POINTS} evaluations to interpolate), got {self.ratios[:DC_POINTS - 1]}")
-        return self.ratios
+                            f"than {DC_POINTS} evaluations to interpolate), got {self.ratio_list[:DC_POINTS - 1]}")
+        return self.ratio_list
 
     def context(self, plan) -> dict:
         return {**super().context(plan), "ratios": self.ratios_for(plan.steps)}
@@ -139,7 +142,8 @@ def search_ratios(solver, denoiser, x_T, plan, targets, iters: int = 40, lr: flo
     return ratios
 
 
-DC_DEFAULTS = {"ratio": None, "guard": False}
+DC_DEFAULTS = {"ratio": None, "guard": False, "ratios": "searched"}
+DC_CHOICES = {"ratios": ("searched", "cpr")}   # cpr: predicted from searched ones (solvers/dc_cpr.py)
 
 
 @register_solver("unipc+dc")
@@ -152,6 +156,7 @@ class UniPCDC(DynamicCompensation, UniPC):
     """
 
     defaults = {**UniPC.defaults, **DC_DEFAULTS}
+    choices = {**UniPC.choices, **DC_CHOICES}
 
 
 @register_solver("dpmpp-2m+dc")
@@ -160,7 +165,7 @@ class DPMpp2MDC(DynamicCompensation, DPMpp2M):
     it is dpmpp-2m."""
 
     defaults = {"lower_order_final": True, **DC_DEFAULTS}
-    choices = {}
+    choices = DC_CHOICES
     solver_type = "dpmsolver"
 
 
@@ -170,5 +175,5 @@ class DPMpp3MDC(DynamicCompensation, DPMpp3M):
     3-entry history is 3M's own); with every ratio 1 it is dpmpp-3m."""
 
     defaults = {"lower_order_final": True, **DC_DEFAULTS}
-    choices = {}
+    choices = DC_CHOICES
     solver_type = "dpmsolver"

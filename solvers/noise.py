@@ -10,6 +10,8 @@ A user seed s (0 <= s <= MAX_SEED) addresses three families of streams, pairwise
 - solver noise (stochastic samplers): draw k of sample i of seed s is row i % NOISE_BLOCK of a block drawn from
   numpy's PCG64 seeded with SeedSequence([SOLVER_TAG, s, b, k]): independent of batch size, device and of the
   other families (another generator family, a 128-bit state);
+- Brownian-tree nodes (stochastic samplers with `noise_path=tree`): node k of sample i of seed s is row
+  i % NOISE_BLOCK of a block drawn from PCG64 seeded with SeedSequence([TREE_TAG, s, b, k]);
 - paired-bootstrap resampling of a seed's samples: numpy's default_rng(s) (bench/nfe_changes.py).
 
 A sample's noise never depends on which batch, shard or device draws it.
@@ -24,6 +26,7 @@ MAX_SEED = 65_535
 MAX_BLOCKS = 9_766                 # 10,000,000 samples a cell
 X_T_STRIDE = 1_000_003
 SOLVER_TAG = 0x534F4C56            # 'SOLV': solver-noise entropy words never start like a bare seed
+TREE_TAG = 0x54524545              # 'TREE': Brownian-tree nodes
 
 
 def x_T_generator_seed(seed: int, block: int) -> int:
@@ -47,6 +50,16 @@ def solver_block(seed: int, block: int, draw: int, shape: tuple) -> np.ndarray:
     """Draw `draw` of solver noise for the samples of block `block` of seed `seed`: (NOISE_BLOCK, *shape) float64."""
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([SOLVER_TAG, seed, block, draw])))
     return rng.standard_normal((NOISE_BLOCK, *shape))
+
+
+def keyed_rows(tag: int, seed: int, key: int, start: int, n: int, shape: tuple) -> np.ndarray:
+    """Rows start..start+n-1 of the standard normal block family (tag, seed, key): (n, *shape) float64, the same
+    rows whichever range they are drawn in."""
+    first, last = start // NOISE_BLOCK, (start + n - 1) // NOISE_BLOCK
+    rows = np.concatenate([np.random.Generator(np.random.PCG64(np.random.SeedSequence([tag, seed, b, key])))
+                           .standard_normal((NOISE_BLOCK, *shape)) for b in range(first, last + 1)])
+    off = start - first * NOISE_BLOCK
+    return rows[off:off + n]
 
 
 class NoiseStream:

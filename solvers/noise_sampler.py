@@ -8,12 +8,21 @@ sigma_a where the second interval contains the first (DPM-Solver++ SDE's two sta
 path: the second is the first plus a fresh draw, combined as a Brownian bridge, which is the joint law of
 k-diffusion's Brownian tree. A callable passed as `generator` is used as the noise sampler itself (a test
 injecting the same noise into a reference).
+
+With `noise_path=tree` a solver draws from one Brownian path per sample over [0, sigma~(T)], the same whatever
+the grid (k-diffusion's BrownianTreeNoiseSampler, seed-addressed like every stream: solvers/noise.py), so a
+stochastic sampler at two NFEs follows the same path and a fine-step run is the strong reference of a coarse one.
 """
 from __future__ import annotations
 
 import math
 
+import torch
+
 from .denoiser import gaussian_like
+from .noise import TREE_TAG, NoiseStream, keyed_rows
+
+PATHS = ("steps", "tree")
 
 
 class StepNoise:
@@ -33,8 +42,53 @@ class StepNoise:
         return z
 
 
-def noise_sampler(x, generator=None):
-    """The noise sampler of one `sample` call: `generator` itself when it is one (a callable), else StepNoise."""
+class BrownianTree:
+    """ns(sigma_a, sigma_b) = (W(sigma_b) - W(sigma_a)) / sqrt|sigma_b - sigma_a| of one Brownian path W per sample
+    on [0, top]: W(top) = sqrt(top) xi_0, and the value at the midpoint of a dyadic interval [l, r] is the bridge
+    mean plus sqrt((r - l) / 4) xi_k, node k of a heap (root interval 1, children 2k and 2k + 1), refined until the
+    interval is shorter than `tol` and interpolated linearly inside (torchsde's tree, absolute tol 1e-6 in sigma~
+    as k-diffusion sets it). xi_k of sample i is keyed by (seed, i, k) only, never by the queries before it."""
+
+    def __init__(self, x, generator, top: float, tol: float = 1e-6):
+        if isinstance(generator, NoiseStream):
+            self.seed, self.start = generator.seed, generator.start
+        else:   # a torch.Generator (or the global RNG) picks the tree, as k-diffusion does
+            self.seed, self.start = int(torch.randint(0, 2 ** 62, (), generator=generator)), 0
+        self.x, self.top, self.tol = x, float(top), float(tol)
+        self.known = {0.0: torch.zeros(x.shape, dtype=torch.float64)}
+        self.known[self.top] = self._xi(0) * math.sqrt(self.top)
+
+    def _xi(self, k: int) -> torch.Tensor:
+        return torch.from_numpy(keyed_rows(TREE_TAG, self.seed, k, self.start, self.x.shape[0], tuple(self.x.shape[1:])))
+
+    def W(self, s: float) -> torch.Tensor:
+        s = min(max(float(s), 0.0), self.top)
+        if s in self.known:
+            return self.known[s]
+        lo, hi, w_lo, w_hi, k = 0.0, self.top, self.known[0.0], self.known[self.top], 1
+        while hi - lo > self.tol:
+            mid = (lo + hi) / 2
+            w_mid = (w_lo + w_hi) / 2 + math.sqrt((hi - lo) / 4) * self._xi(k)
+            if s <= mid:
+                hi, w_hi, k = mid, w_mid, 2 * k
+            else:
+                lo, w_lo, k = mid, w_mid, 2 * k + 1
+        w = w_lo + (w_hi - w_lo) * ((s - lo) / (hi - lo))
+        if len(self.known) > 6:      # the ends of the last queries: a step's end is the next one's start
+            self.known = {0.0: self.known[0.0], self.top: self.known[self.top]}
+        self.known[s] = w
+        return w
+
+    def __call__(self, sigma_a: float, sigma_b: float):
+        z = (self.W(sigma_b) - self.W(sigma_a)) / math.sqrt(abs(float(sigma_b) - float(sigma_a)))
+        return z.to(dtype=self.x.dtype, device=self.x.device)
+
+
+def noise_sampler(x, generator=None, path: str = "steps", top: float | None = None):
+    """The noise sampler of one `sample` call: `generator` itself when it is one (a callable), else StepNoise, or
+    with path='tree' a BrownianTree over [0, top]."""
     if callable(generator):
         return generator
+    if path == "tree":
+        return BrownianTree(x, generator, top)
     return StepNoise(x, generator)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from .noise_sampler import noise_sampler
+from .noise_sampler import PATHS, noise_sampler
 from .options import Range
 from .registry import Solver, register_solver
 from .sigma_view import SigmaView
@@ -18,7 +18,8 @@ from .sigma_view import SigmaView
 
 class _MultistepSDE(Solver):
     default_grid = "karras"
-    defaults = {"eta": 1.0, "s_noise": 1.0}
+    defaults = {"eta": 1.0, "s_noise": 1.0, "noise_path": "steps"}
+    choices = {"noise_path": PATHS}
     ranges = {"eta": Range(0, math.inf), "s_noise": Range(0, math.inf)}
 
     @property
@@ -26,7 +27,8 @@ class _MultistepSDE(Solver):
         return self.eta > 0 and self.s_noise > 0
 
     def sample(self, denoiser, x_T, plan, generator=None):
-        v, ns = SigmaView(denoiser, plan, x_T), noise_sampler(x_T, generator)
+        v = SigmaView(denoiser, plan, x_T)
+        ns = noise_sampler(x_T, generator, self.noise_path, v.sigma_max)
         s, x = v.sigmas, v.start(x_T)
         Ds, hs = [], []                      # previous D's and log-SNR steps, newest first
         for i in range(plan.steps):
@@ -53,7 +55,7 @@ class DPMpp2MSDE(_MultistepSDE):
 
     nominal_order = 2
     defaults = {**_MultistepSDE.defaults, "solver_type": "midpoint"}
-    choices = {"solver_type": ("midpoint", "heun")}
+    choices = {**_MultistepSDE.choices, "solver_type": ("midpoint", "heun")}
 
     def correction(self, D, Ds, hs, h, H):
         if not Ds:

@@ -102,6 +102,11 @@ SPECS = [
     "dpmpp-2m-sde:eta=0.0", "dpmpp-3m-sde", "dpmpp-3m-sde:eta=0.0", "dpmpp-2m-sde:grid=linspace",
     "lms", "lms:order=2", "lms:grid=logSNR", "ipndm", "ipndm:order=3", "ipndm-v", "ipndm-v:order=3",
     "heun:churn=10.0", "heun:churn=30.0,noise=1.007,tmax=1.0,tmin=0.01",
+    "sa-solver", "sa-solver:corrector_order=4,predictor_order=3", "sa-solver:tau=0.0",
+    "sa-solver:lower_order_final=false", "sa-solver:corrector_order=0",
+    "restart", "restart:churn=10.0", "restart:intervals=4x1@0.3-1.0/3x2@0.06-0.3,s_noise=1.003",
+    "deis", "deis:order=3", "deis:variant=logrho", "deis:order=2,variant=logrho", "deis:quadrature=reference",
+    "deis:grid=logSNR", "deis:lower_order_final=false,variant=logrho", "deis:grid=trailing,variant=logrho",
 ]
 # specs renamed since the record was written (same method, same numbers): old name -> new name
 RENAMED = {"dpmpp-3m:solver_type=taylor": "dpmpp-3m:d2_weight=exact,solver_type=taylor"}
