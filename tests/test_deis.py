@@ -16,7 +16,7 @@ import solvers.deis  # noqa: F401  (registers `deis`)
 from solvers import Denoiser, get_solver, make_grid
 from solvers.deis import tab_exact, tab_reference
 from solvers.plan import PlanError
-from test_stochastic_samplers import _diff_sampler, k_model, setting
+from tests.test_stochastic_samplers import _diff_sampler, k_model, setting
 
 # diffusers and diff-sampler call numpy on torch tensors; diffusers deprecates algorithm_type='dpmsolver'
 pytestmark = [pytest.mark.filterwarnings("ignore:__array_wrap__ must accept:DeprecationWarning"),
@@ -42,7 +42,7 @@ def diffusers_deis():
 
 
 def float64_tables(scheduler):
-    from test_core_diffusers import common_tables
+    from tests.test_core_diffusers import common_tables
     return common_tables(scheduler)
 
 
@@ -93,7 +93,7 @@ def test_logrho_order_2_is_dpm_solver_2m_heun(diffusers_deis, xT, monkeypatch, n
     """diffusers' DEIS order 2 is DPM-Solver (noise prediction) 2M with solver_type='heun' (the registry has
     no noise-prediction 2M): against diffusers' DPMSolverMultistepScheduler stopping at the same sigma~, its
     float32 downcast of the sample turned off as in tests/test_core_diffusers.py."""
-    from test_core_diffusers import _Float64Torch
+    from tests.test_core_diffusers import _Float64Torch
     _, DPMSolverMultistepScheduler, dpm_module = diffusers_deis
     monkeypatch.setattr(dpm_module, "torch", _Float64Torch("torch"))
     sch = DPMSolverMultistepScheduler(algorithm_type="dpmsolver", solver_order=2, solver_type="heun",

@@ -8,7 +8,7 @@ import torch
 
 from solvers import Denoiser, get_solver, make_grid
 from solvers.noise_sampler import StepNoise
-from kdiffusion import k_sampling
+from tests.kdiffusion import k_sampling
 
 F64 = torch.float64
 TOL = 1e-10
