@@ -91,10 +91,19 @@ class Heun(TwoStage, _EDM):
             gamma = min(self.churn / plan.steps, math.sqrt(2) - 1) if self.tmin <= s[i] <= self.tmax else 0.0
             gamma = max(0.0, min(gamma, v.sigma_max / s[i] - 1))
             s_hat = s[i] * (1 + gamma)                                                     # line 5
-            x_hat = x + math.sqrt(s_hat ** 2 - s[i] ** 2) * self.noise * ns(s[i], s_hat)  # line 6: one draw a step
-            d = v.d(x_hat, v.D(x_hat, i) if gamma == 0 else v.D_at(x_hat, s_hat), s_hat)   # line 7
-            x = x_hat + (s[i + 1] - s_hat) * d                                             # line 8 (Euler)
-            if plan.evals[i] == 2:                                                         # lines 9-11 (Heun)
-                d2 = v.d(x, v.D(x, i + 1), s[i + 1])
-                x = x_hat + (s[i + 1] - s_hat) * (d + d2) / 2
+            x = churned_step(v, ns, x, i, s_hat, self.noise, heun=plan.evals[i] == 2)
         return v.finish(x)
+
+
+def churned_step(v, ns, x, i: int, s_hat: float, s_noise: float, heun: bool):
+    """EDM Alg. 2 lines 6-11 in the sigma view: noise from sbar_i up to s_hat (one draw, also when s_hat is
+    sbar_i), then an Euler step to sbar_{i+1} and, with `heun`, its trapezoidal correction (shared by `heun`'s
+    churn and Restart's main loop)."""
+    s = v.sigmas
+    x_hat = x + math.sqrt(s_hat ** 2 - s[i] ** 2) * s_noise * ns(s[i], s_hat)      # line 6
+    d = v.d(x_hat, v.D(x_hat, i) if s_hat == s[i] else v.D_at(x_hat, s_hat), s_hat)  # line 7
+    x = x_hat + (s[i + 1] - s_hat) * d                                              # line 8 (Euler)
+    if heun:                                                                        # lines 9-11 (Heun)
+        d2 = v.d(x, v.D(x, i + 1), s[i + 1])
+        x = x_hat + (s[i + 1] - s_hat) * (d + d2) / 2
+    return x

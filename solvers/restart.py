@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .edm import churned_step
 from .grids import ends_at_data
 from .noise_sampler import noise_sampler
 from .options import Range, SpecError
@@ -195,12 +196,7 @@ class Restart(Solver):
             gamma = min(self.churn / plan.steps, math.sqrt(2) - 1) if self.smin <= s[i] <= self.smax else 0.0
             gamma = max(0.0, min(gamma, v.sigma_max / s[i] - 1))          # not above the schedule's top
             s_hat = s[i] + gamma * s[i]
-            x_hat = x + math.sqrt(s_hat ** 2 - s[i] ** 2) * self.s_noise * ns(s[i], s_hat)
-            d = v.d(x_hat, v.D(x_hat, i) if gamma == 0 else v.D_at(x_hat, s_hat), s_hat)
-            x = x_hat + (s[i + 1] - s_hat) * d                                   # line 8: Euler
-            if plan.evals[i] - costs.get(i + 1, 0) == 2:                        # lines 9-11: Heun
-                d2 = v.d(x, v.D(x, i + 1), s[i + 1])
-                x = x_hat + (s[i + 1] - s_hat) * (d + d2) / 2
+            x = churned_step(v, ns, x, i, s_hat, self.s_noise, heun=plan.evals[i] - costs.get(i + 1, 0) == 2)
             for r in attached.get(i + 1, ()):
                 for _ in range(r.K):
                     x = self.restart(v, ns, x, s[i + 1], r)
