@@ -129,24 +129,27 @@ class CellData:
 def feature_pass(model, x: torch.Tensor, spec, predictions: bool = False):
     """(features, predictions) of finite model-space samples x: their FID features (`sample_features`) and, for
     a classifier's feature space, the classifier's labels from the same pass (cond_acc); either may be None."""
+    from models.classifier import CLASSIFIERS, FEATURE
+    kind = model.feature_extractor
     if x.shape[0] == 0:   # every sample of the batch diverged
-        dim = {"data": math.prod(model.shape), "digits-classifier": 128, "inception-v3-compat": 2048}.get(
-            model.feature_extractor)
+        dim = {"data": math.prod(model.shape), "inception-v3-compat": 2048,
+               **{name: int(FEATURE) for name in CLASSIFIERS}}.get(kind)
         return (None if dim is None else np.zeros((0, dim), np.float32),
-                np.zeros(0, np.int64) if predictions and model.feature_extractor == "digits-classifier" else None)
+                np.zeros(0, np.int64) if predictions and kind in CLASSIFIERS else None)
     f = sample_features(model, x, spec)
-    if model.feature_extractor == "digits-classifier" and predictions:   # the classifier's last layer
+    if kind in CLASSIFIERS and predictions:   # the classifier's last layer
         from models.classifier import load_classifier
         with torch.no_grad():
-            return f, load_classifier().fc2(torch.from_numpy(f)).argmax(1).numpy()
+            return f, load_classifier(name=kind).fc2(torch.from_numpy(f)).argmax(1).numpy()
     return f, None
 
 
 def sample_features(model, x: torch.Tensor, spec) -> np.ndarray | None:
-    """Features of finite model-space samples in the model's FID feature space: the data itself (gmm2d), the
-    digits classifier's, InceptionV3's pool3 (hub image models); None for another extractor."""
+    """Features of finite model-space samples in the model's FID feature space: the data itself (gmm2d), an
+    image classifier's (digits, mnist-unet), InceptionV3's pool3 (hub image models); None for another extractor."""
+    from models.classifier import CLASSIFIERS
     kind = model.feature_extractor
-    if kind in ("data", "digits-classifier"):
+    if kind == "data" or kind in CLASSIFIERS:
         from .nfe_changes import cell_features
         return cell_features(model, x)
     if kind == "inception-v3-compat":
@@ -160,8 +163,10 @@ _REFERENCE_FEATURES: dict = {}
 
 def reference_features(model, spec, cache_dir=None, n: int = 0) -> np.ndarray | None:
     """Features of the real data a model's FID is taken against, in its FID feature space: a data-space model's
-    reference samples (or `n` exact ones, fixed seed), the 1,797 digits' classifier features, an image
-    reference's InceptionV3 features (None with FID statistics only, or without a reference)."""
+    reference samples (or `n` exact ones, fixed seed), a classifier's features of its data set (the 1,797 digits,
+    the 5,000 MNIST images), an image reference's InceptionV3 features (None with FID statistics only, or
+    without a reference)."""
+    from models.classifier import CLASSIFIERS
     kind = model.feature_extractor
     if kind == "data":
         ref = model.reference
@@ -174,11 +179,11 @@ def reference_features(model, spec, cache_dir=None, n: int = 0) -> np.ndarray | 
             s = ref.sample(int(n), torch.Generator().manual_seed(REFERENCE_SEED))
             _REFERENCE_FEATURES[key] = s.reshape(s.shape[0], -1).to(torch.float64).numpy()
         return _REFERENCE_FEATURES[key]
-    if kind == "digits-classifier":
-        from .nfe_changes import reference_features as digits_features
-        key = ("digits-classifier", model.fid_reference)
+    if kind in CLASSIFIERS:
+        from .nfe_changes import reference_features as classifier_features
+        key = (kind, model.fid_reference)
         if key not in _REFERENCE_FEATURES:
-            _REFERENCE_FEATURES[key] = digits_features(model)
+            _REFERENCE_FEATURES[key] = classifier_features(model)
         return _REFERENCE_FEATURES[key]
     if kind == "inception-v3-compat":
         from .inception import reference_features as inception_reference

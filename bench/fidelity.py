@@ -1,8 +1,9 @@
 """FID / KID / conditional accuracy of embedded-model samples through torch-fidelity.
 
-The model names its torch-fidelity feature extractor (`model.feature_extractor`, e.g. 'digits-classifier') and
-its registered reference dataset (`model.fid_reference`, e.g. 'digits'); both are registered by
-`models.classifier.register_fidelity`. Samples stay in model space (float (N, 1, 8, 8) in [-1, 1]); they are
+The model names its torch-fidelity feature extractor (`model.feature_extractor`, 'digits-classifier' or
+'mnist-classifier': models.classifier.CLASSIFIERS) and its registered reference dataset (`model.fid_reference`,
+'digits' or 'mnist'); both are registered by `models.classifier.register_fidelity`. Samples stay in model space
+(float (N, 1, S, S) in [-1, 1], S = 8 or 28); they are
 clipped to [-1, 1] as saving them as images would, and non-finite samples are dropped (never averaged in).
 FID and KID are computed from the classifier's features, one feature pass per sample (made while sampling
 when a cell runs in shards, bench/shard.py): FID by torch-fidelity's own formulas (`fid_features_to_statistics`
@@ -29,21 +30,22 @@ from .metrics import KID_SUBSET_SIZE, KID_SUBSETS, kid  # torch-fidelity's defau
 
 TORCH_FIDELITY_SEED = 2020   # torch-fidelity's rng_seed: the KID subsets it draws
 
-_EXTRACTORS = ("digits-classifier",)
+DIGITS = "digits-classifier"
 
 
-def _cache_root(cache_dir: Path | None, sha: str) -> Path:
+def _cache_root(cache_dir: Path | None, sha: str, extractor: str = DIGITS) -> Path:
     base = Path(cache_dir) if cache_dir is not None else \
         Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "nfebench"
-    return base / "fidelity" / f"digits-classifier-{sha[:12]}"
+    return base / "fidelity" / f"{extractor}-{sha[:12]}"
 
 
-def _calculate(input1, input2, cache_root: Path, kid: bool, n_min: int, kid_subsets: int = KID_SUBSETS) -> dict:
+def _calculate(input1, input2, cache_root: Path, kid: bool, n_min: int, kid_subsets: int = KID_SUBSETS,
+               extractor: str = DIGITS) -> dict:
     import torch_fidelity
 
     from .safe_load import patch_torch_fidelity
     patch_torch_fidelity()   # its cache under cache_root is read weights-only; a bad entry is recomputed
-    kwargs = dict(input1=input1, input2=input2, feature_extractor="digits-classifier", fid=True, kid=kid,
+    kwargs = dict(input1=input1, input2=input2, feature_extractor=extractor, fid=True, kid=kid,
                   cuda=False, batch_size=1000, save_cpu_ram=True, verbose=False, cache=True,
                   cache_root=str(cache_root), datasets_root=str(cache_root / "datasets"),
                   datasets_download=False)
@@ -58,10 +60,11 @@ def _calculate(input1, input2, cache_root: Path, kid: bool, n_min: int, kid_subs
     return res
 
 
-def _clean(samples: torch.Tensor, labels):
+def _clean(samples: torch.Tensor, labels, shape: tuple = (1, 8, 8)):
     x = samples.detach().to("cpu", torch.float32)
-    if x.dim() != 4 or tuple(x.shape[1:]) != (1, 8, 8):
-        raise SpecError(f"digits metrics need samples of shape (N, 1, 8, 8), got {tuple(samples.shape)}")
+    if x.dim() != 4 or tuple(x.shape[1:]) != tuple(shape):
+        raise SpecError(f"classifier metrics need samples of shape (N, {', '.join(map(str, shape))}), "
+                        f"got {tuple(samples.shape)}")
     ok = torch.isfinite(x.reshape(x.shape[0], -1)).all(1)
     x = x[ok].clamp(-1.0, 1.0)
     if labels is not None:
@@ -73,8 +76,9 @@ def classifier_fid_kid(model, feats, ref_feats, kid_subsets: int = KID_SUBSETS) 
     """{'fid', 'kid'} of samples' classifier features (N, 128) against the reference's (M, 128)."""
     from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 
-    if model.feature_extractor not in _EXTRACTORS:
-        raise SpecError(f"classifier FID handles the feature extractors {', '.join(_EXTRACTORS)}; "
+    from models.classifier import CLASSIFIERS
+    if model.feature_extractor not in CLASSIFIERS:
+        raise SpecError(f"classifier FID handles the feature extractors {', '.join(CLASSIFIERS)}; "
                         f"model '{model.spec}' names '{model.feature_extractor}'")
     f = torch.as_tensor(np.asarray(feats, np.float32))
     r = torch.as_tensor(np.asarray(ref_feats, np.float32))

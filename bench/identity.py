@@ -22,6 +22,7 @@ import math
 from pathlib import Path
 
 import solvers
+from models.classifier import CLASSIFIERS, classifier_info
 from models.weights_store import sha256_of
 
 from .metric_families import needing
@@ -56,9 +57,9 @@ def solver_identity(solver) -> dict:
 
 
 def model_identity(model_spec: str, model) -> dict:
-    from models import model_options
+    from models import identity_options, model_options
     name, opts = model_options(model_spec)
-    return {"name": name, "options": {k: _plain(v) for k, v in sorted(opts.items())},
+    return {"name": name, "options": {k: _plain(v) for k, v in sorted(identity_options(name, opts).items())},
             "weights_sha256": model.weights_sha256}
 
 
@@ -85,9 +86,8 @@ def feature_identity(spec, model) -> dict:
     """What FID/KID/cond_acc are measured with: the feature extractor's weights and the reference."""
     kind = model.feature_extractor
     out = {"extractor": kind}
-    if kind == "digits-classifier":
-        from models.classifier import classifier_info
-        out["weights_sha256"] = classifier_info()["sha256"]
+    if kind in CLASSIFIERS:
+        out["weights_sha256"] = classifier_info(name=kind)["sha256"]
         out["reference"] = model.fid_reference
     elif kind == "inception-v3-compat":
         out["weights_sha256"] = file_sha256(spec.inception_weights) if spec.inception_weights else \

@@ -27,6 +27,8 @@ from __future__ import annotations
 import math
 import os
 
+from models.classifier import CLASSIFIERS, FEATURE
+
 GB = 1e9
 BASE_BYTES = 800 * 2 ** 20     # python with torch (650 MB resident alone), numpy, scipy, pandas, matplotlib
 NOISE_BLOCK = 1024             # x_T is drawn in float64 blocks of this many samples (solvers/noise.py)
@@ -39,7 +41,7 @@ REFERENCE_BATCH_BYTES = 1 << 30    # traj_rmse's dopri5 reference solve runs in 
 DEFAULT_LIMIT_FRACTION = 0.5       # default memory_limit_gb: this share of the machine's physical memory
 
 # per-sample features the FID of each feature extractor computes (float64 bytes) and fixed working memory
-FEATURE_DIMS = {"digits-classifier": 128, "inception-v3-compat": 2048}
+FEATURE_DIMS = {"inception-v3-compat": 2048, **{name: int(FEATURE) for name in CLASSIFIERS}}
 CLASSIFIER_BATCH_BYTES = 4_096 * 40_000       # the digits classifier's activations, 4,096 samples a batch
 INCEPTION_FIXED_BYTES = 2 ** 30                # InceptionV3 weights (95 MB) and a batch of 299x299 activations
 INCEPTION_REFERENCE_BYTES = 2 ** 30            # a reference dataset's features (50,000 x 2048 float32) and moments

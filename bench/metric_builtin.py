@@ -3,9 +3,9 @@ trajectory RMSE (against the exact ODE solution) and the diverged fraction (ever
 
 Every metric reads the cell's per-sample quantities (bench/cell_data.py), never all its samples: a cell run in
 shards (bench/shard.py) computed them while sampling, in one feature pass per sample. FID and KID are the
-data-space ones of bench/metrics.py for 'data' models (gmm2d), the digits classifier's (bench/fidelity.py; the
-same pass gives the classifier's predictions for the conditional accuracy), and InceptionV3's for hub image
-models (bench/inception.py); each needs 2 finite samples, the others 1.
+data-space ones of bench/metrics.py for 'data' models (gmm2d), an image classifier's (digits, mnist-unet:
+bench/fidelity.py; the same pass gives the classifier's predictions for the conditional accuracy), and
+InceptionV3's for hub image models (bench/inception.py); each needs 2 finite samples, the others 1.
 """
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ import math
 
 import torch
 
+from models.classifier import CLASSIFIERS
+
 from .metric import Metric, register_metric
 from .metrics import data_space_metrics
 
 
 def feature_space_metrics(data) -> dict:
-    """{'fid', 'kid'} (and 'cond_acc' for digits-classifier models) of the cell's finite samples, from their
+    """{'fid', 'kid'} (and 'cond_acc' for image-classifier models) of the cell's finite samples, from their
     features (one feature pass per sample, made while sampling when the cell ran in shards)."""
     model, spec, n = data.model, data.spec, data.n_finite
     kind = model.feature_extractor
@@ -34,7 +36,7 @@ def feature_space_metrics(data) -> dict:
     else:
         from .fidelity import classifier_fid_kid
         out = classifier_fid_kid(model, data.features(), data.reference_features(), spec.kid_subsets)
-    predicted = data.predictions() if kind == "digits-classifier" and data.labels is not None and n > 0 else None
+    predicted = data.predictions() if kind in CLASSIFIERS and data.labels is not None and n > 0 else None
     if predicted is not None:
         out["cond_acc"] = float((torch.from_numpy(predicted) == data.labels).double().mean())
     return out

@@ -9,7 +9,8 @@ resampled on its own). An interval that contains 0 says the run cannot tell the 
 
 The runner saves, per cell, the FID features of its finite samples with their sample indices
 (features/<cell key>.npz) and, per model, the reference moments (features/reference-<model>.npz). Models
-scored in the data space (gmm2d) and by the digits classifier have them; InceptionV3-scored models do not.
+scored in the data space (gmm2d) and by an image classifier (digits, mnist-unet) have them; InceptionV3-scored
+models do not.
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from models.classifier import CLASSIFIERS
+
 from .metrics import FrechetToReference, moments
 from .quarantine import quarantine
 from .results_rows import title, within_budget
@@ -27,7 +30,7 @@ from .runfiles import read_cell_features, read_reference_moments
 from .store import atomic_write, row_key, temp_beside
 
 REPLICATES = 200
-FEATURE_EXTRACTORS = ("data", "digits-classifier")
+FEATURE_EXTRACTORS = ("data", *CLASSIFIERS)
 FEATURE_BATCH = 4096   # classifier features of a cell this many samples at a time (one batch up to 4,096)
 
 
@@ -38,12 +41,12 @@ def cell_features(model, x: torch.Tensor) -> np.ndarray | None:
     kind = model.feature_extractor
     if kind == "data":
         return x.reshape(x.shape[0], -1).to(torch.float64).cpu().numpy()
-    if kind == "digits-classifier":
+    if kind in CLASSIFIERS:
         from models.classifier import load_classifier
 
         from .fidelity import _clean
-        x, _ = _clean(x, None)
-        net, bs = load_classifier(), FEATURE_BATCH   # in batches: the network's activations stay flat in N
+        x, _ = _clean(x, None, CLASSIFIERS[kind].shape)
+        net, bs = load_classifier(name=kind), FEATURE_BATCH   # in batches: the activations stay flat in N
         with torch.no_grad():
             return torch.cat([net.features(x[i:i + bs]) for i in range(0, max(x.shape[0], 1), bs)]).to(
                 torch.float32).numpy()
@@ -58,18 +61,26 @@ def reference_moments(model) -> tuple[np.ndarray, np.ndarray] | None:
         if ref.mean is not None:
             return ref.mean.double().numpy().reshape(-1), ref.cov.double().numpy()
         return moments(ref.samples)     # bench/metrics.py: np.mean's and np.cov's values in float64
-    if kind == "digits-classifier" and model.fid_reference == "digits":
+    if kind in CLASSIFIERS and model.fid_reference == CLASSIFIERS[kind].dataset:
         return moments(reference_features(model))
     return None
 
 
+_REFERENCE_FEATURES: dict = {}   # (extractor, its weights' sha256) -> features of its data set
+
+
 def reference_features(model) -> np.ndarray | None:
-    """The FID features of the real data a digits-classifier model's FID is taken against (the 1,797 digits;
-    None: no such reference)."""
-    if model.feature_extractor == "digits-classifier" and model.fid_reference == "digits":
-        from models.digits_data import load_digits_tensors
-        return cell_features(model, load_digits_tensors()[0])
-    return None
+    """The FID features of the real data a classifier-scored model's FID is taken against (all of the
+    classifier's data set: the 1,797 digits, the 5,000 MNIST images; None: no such reference). Computed once
+    per classifier weights (the moments and the metrics' real features both read them)."""
+    space = CLASSIFIERS.get(model.feature_extractor)
+    if space is None or model.fid_reference != space.dataset:
+        return None
+    from models.classifier import classifier_info
+    key = (space.name, classifier_info(name=space.name)["sha256"])
+    if key not in _REFERENCE_FEATURES:
+        _REFERENCE_FEATURES[key] = cell_features(model, space.images())
+    return _REFERENCE_FEATURES[key]
 
 
 def features_dir(run_dir) -> Path:
@@ -268,7 +279,7 @@ def changes_frame(df: pd.DataFrame, run_dir, replicates: int = REPLICATES, toler
         found += m_found
     if not found:
         raise NoFeatures(f"{run_dir} has no saved FID features (features/): they are saved by runs of nfebench "
-                         "0.1 and later, for models scored in the data space or by the digits classifier")
+                         "0.1 and later, for models scored in the data space or by an image classifier")
     res = pd.DataFrame(out, columns=["model", "guidance", "solver", "nfe_a", "nfe_b", "change", "lo", "hi",
                                      "n_seeds", "replicates"])
     res.attrs["missing"] = missing

@@ -84,16 +84,20 @@ class Reference:
 
 _MODELS: dict[str, tuple[Callable, dict, dict, str]] = {}
 _RANGES: dict[str, dict] = {}   # model name -> numeric option -> declared range ((lo, hi) closed, or Range)
+_ADDED: dict[str, tuple] = {}    # model name -> options added after cells were made (see identity_options)
 
 
 def register_model(name: str, defaults: dict | None = None, choices: dict | None = None,
-                   ranges: dict | None = None):
+                   ranges: dict | None = None, added: tuple = ()):
     """Register a factory `f(**options) -> DiffusionModel`; its docstring's first line is the summary.
-    `ranges` declares each numeric option's accepted range (without one: any finite number)."""
+    `ranges` declares each numeric option's accepted range (without one: any finite number). `added` names
+    options given to an existing model later: at their default they are left out of its identity
+    (`identity_options`), so the cells made before them stay valid."""
     def deco(factory):
         summary = (factory.__doc__ or "").strip().splitlines()[0] if factory.__doc__ else ""
         _MODELS[name] = (factory, defaults or {}, choices or {}, summary)
         _RANGES[name] = dict(ranges or {})
+        _ADDED[name] = tuple(added)
         return factory
     return deco
 
@@ -123,6 +127,15 @@ def model_options(spec: str) -> tuple[str, dict]:
                         " (see `nfebench list models`)")
     _, defaults, choices, _ = _MODELS[name]
     return name, coerce_options(f"model '{name}'", raw, defaults, choices, _RANGES.get(name))
+
+
+def identity_options(name: str, opts: dict) -> dict:
+    """A model's resolved options as its cells' identity holds them: an option declared `added` is left out at
+    its default (the model computes what it did before the option existed)."""
+    if name not in _MODELS:
+        return dict(opts)
+    defaults = _MODELS[name][1]
+    return {k: v for k, v in opts.items() if not (k in _ADDED[name] and v == defaults.get(k))}
 
 
 _SCHEMES: dict[str, tuple[Callable, str, dict, dict]] = {}   # prefix -> (loader, owner, defaults, ranges)

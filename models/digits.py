@@ -107,10 +107,12 @@ class Digits(NetModel):
     feature_extractor = "digits-classifier"
     fid_reference = "digits"
     activation_bytes_per_sample = ACTIVATION_BYTES
+    weights_name = WEIGHTS_NAME       # what a model of this network loads, and the schedule it was trained on
+    schedule_type = VPDiscrete        # (digits-fm: the same network trained as a rectified flow)
 
     def __init__(self, weights: str = ""):
-        self.schedule = VPDiscrete()
-        state, meta = load_weights(WEIGHTS_NAME, weights or None)
+        self.schedule = self.schedule_type()
+        state, meta = load_weights(self.weights_name, weights or None)
         self.meta, self.weights_sha256 = meta, meta["sha256"]
         self.net = DigitsEpsNet(**ARCH)
         self.net.load_state_dict(state)

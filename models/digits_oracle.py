@@ -4,7 +4,8 @@ For the empirical distribution p(x0) = 1/M sum_i delta(x0 - x_i) over the 1,797 
 E[x0 | x_t] = sum_i w_i x_i with w = softmax_i(-||x_t - alpha x_i||^2 / (2 sigma^2)). Class-conditional: given
 a label y the sum runs over that class's images only; the null label (10) or y=None uses all images. Computed
 in float64 with log-sum-exp (the softmax), batched as one matrix product, so 2,000 samples x 1,797 images is a
-few milliseconds. Same schedule as `digits` (DDPM linear betas), prediction 'x0'. Its probability-flow ODE
+few milliseconds. Same schedule as `digits` (DDPM linear betas) by default, or any other (option schedule=: the
+formula holds for any alpha and sigma, rectified-flow included), prediction 'x0'. Its probability-flow ODE
 maps noise onto training images, so exact solvers reproduce the data (memorisation) and every deviation is
 the solver's.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from solvers.schedules import VPDiscrete
+from solvers.schedules import SCHEDULES
 
 from .base import DiffusionModel, Reference, register_model
 from .digits_data import NUM_CLASSES, SHAPE, load_digits_tensors
@@ -30,8 +31,8 @@ class DigitsOracle(DiffusionModel):
     # 4,096 rows a block
     activation_bytes_per_sample, activation_bytes_fixed = 6_144, 4_096 * 1_797 * 8 * 5
 
-    def __init__(self, batch_size: int = 4096):
-        self.schedule = VPDiscrete()
+    def __init__(self, batch_size: int = 4096, schedule: str = "vp-discrete"):
+        self.schedule = SCHEDULES[schedule]()
         x, y = load_digits_tensors(F64)
         self.images = x.reshape(x.shape[0], -1)             # (M, 64) float64
         self.labels = y
@@ -93,7 +94,8 @@ class DigitsOracle(DiffusionModel):
         return Reference(samples=x, labels=y)
 
 
-@register_model("digits-oracle")
-def digits_oracle():
+@register_model("digits-oracle", defaults={"schedule": "vp-discrete"}, choices={"schedule": tuple(SCHEDULES)},
+                added=("schedule",))
+def digits_oracle(schedule="vp-discrete"):
     """Exact optimal (posterior-mean) denoiser of the empirical 8x8 digits set, class-conditional, x0-prediction."""
-    return DigitsOracle()
+    return DigitsOracle(schedule=schedule)

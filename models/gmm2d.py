@@ -3,7 +3,8 @@
 Under x_t = alpha x0 + sigma eps the marginal is sum_k w_k N(alpha mu_k, alpha^2 S_k + sigma^2 I) and
 E[x0 | x_t] = sum_k gamma_k(x_t) [mu_k + alpha S_k C_k^{-1} (x_t - alpha mu_k)],  C_k = alpha^2 S_k + sigma^2 I,
 with gamma_k the component responsibilities. There is no model error: every difference from the data
-distribution is the solver's.
+distribution is the solver's. The formula holds for any alpha and sigma: with schedule=rectified-flow
+(alpha = 1 - t, sigma = t) it is the exact flow model, whose velocity (prediction=flow) is eps - x0.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import math
 
 import torch
 
+from solvers.options import SpecError
 from solvers.schedules import SCHEDULES
 
 from .base import DiffusionModel, Reference, register_model
@@ -70,6 +72,8 @@ class GMM2D(DiffusionModel):
             out = x0
         elif self.prediction == "eps":
             out = (xd - a * x0) / s
+        elif self.prediction == "flow":  # rectified flow's velocity eps - x0 (finite at t = 1, where eps = x)
+            out = (xd - a * x0) / s - x0
         else:  # v = alpha eps - sigma x0
             out = a * (xd - a * x0) / s - s * x0
         return out.to(x.dtype)
@@ -88,7 +92,10 @@ class GMM2D(DiffusionModel):
 
 
 @register_model("gmm2d", defaults={"schedule": "vp-discrete", "prediction": "x0"},
-                choices={"schedule": tuple(SCHEDULES), "prediction": ("x0", "eps", "v")})
+                choices={"schedule": tuple(SCHEDULES), "prediction": ("x0", "eps", "v", "flow")})
 def gmm2d(schedule="vp-discrete", prediction="x0"):
     """Exact oracle: 2-D mixture of 9 Gaussians, posterior-mean denoiser (options: schedule, prediction)."""
+    if prediction == "flow" and schedule != "rectified-flow":
+        raise SpecError(f"model 'gmm2d': prediction=flow (the velocity eps - x0) needs schedule=rectified-flow, "
+                        f"not {schedule}")
     return GMM2D(schedule, prediction)

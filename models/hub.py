@@ -15,6 +15,16 @@ float64 `VPDiscrete`; the network receives the fractional training-step index `s
 Options (`hf:DIR:key=value,...`): revision (hub), reference (torch-fidelity dataset its FID is scored
 against, e.g. cifar10-train; default cifar10-train for repos named *cifar10*), num_classes (class-conditional
 checkpoints: the number of real classes; label `num_classes` is then the null label of classifier-free guidance).
+
+A flow-matching checkpoint (scheduler/scheduler_config.json of a FlowMatchEulerDiscreteScheduler or
+FlowMatchHeunDiscreteScheduler) runs on the rectified-flow schedule x_t = (1 - t) x0 + t eps with the flow
+velocity v = eps - x0 as prediction; the network receives num_train_timesteps * t (see HubFlowUNet).
+
+A checkpoint folder may carry nfebench's sidecar `nfebench.json` (`write_sidecar`; diffusers' config loaders
+drop keys they do not know, so this cannot live in config.json): the number of real classes (a class-conditional
+UNet trained with label dropout has one class embedding more, the null label), the FID feature extractor and
+reference (mnist-unet: the MNIST classifier and the 5,000 MNIST images), and the sha256 of every checkpoint file,
+checked on load. The `num_classes` and `reference` options override it.
 """
 from __future__ import annotations
 
@@ -33,7 +43,7 @@ from solvers.schedules import VE, VPDiscrete
 
 from .base import DiffusionModel, Reference, register_scheme
 from .consistency_scalings import boundary_scalings
-from .weights_store import sha256_of
+from .weights_store import WEIGHTS_DIR, sha256_of
 
 F64 = torch.float64
 INSTALL_HINT = "install the 'hub' extra: pip install -e '.[hub]'"
@@ -43,6 +53,12 @@ OPTIONS = ("revision", "reference", "num_classes")
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 _CONFIG_PATTERNS = ["model_index.json", "config.json", "scheduler_config.json", "unet/config.json",
                     "scheduler/scheduler_config.json"]
+SIDECAR = "nfebench.json"
+SIDECAR_KEYS = ("num_classes", "feature_extractor", "reference", "train", "sha256", "training")
+FLOW_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler")
+# FlowMatch* options that change the time grid away from the one a pixel UNet here is sampled on
+FLOW_UNSUPPORTED = ("use_dynamic_shifting", "invert_sigmas", "shift_terminal", "use_karras_sigmas",
+                    "use_exponential_sigmas", "use_beta_sigmas")
 
 
 # ----------------------------------------------------------------------------------------------- schedule
@@ -86,8 +102,10 @@ class HubUNet(DiffusionModel):
     data_range = (-1.0, 1.0)
 
     def __init__(self, unet, scheduler_config: dict, source: str, reference: str | None = None,
-                 num_classes: int | None = None):
+                 num_classes: int | None = None, feature_extractor: str | None = None):
         cfg = unet.config
+        if feature_extractor:   # the sidecar's (a classifier's feature space); else the class's InceptionV3
+            self.feature_extractor = feature_extractor
         self.unet = unet.eval().requires_grad_(False)
         self.source = source
         self.scheduler_config = dict(scheduler_config)
@@ -194,6 +212,34 @@ class HubConsistencyModel(HubUNet):
         return f.clamp(-1, 1) if self.clip_denoised else f
 
 
+class HubFlowUNet(HubUNet):
+    """A flow-matching checkpoint (UNet2DModel + FlowMatchEulerDiscreteScheduler or FlowMatchHeunDiscreteScheduler
+    config, as SD3's trainer writes): x_t = (1 - t) x0 + t eps, t in [0, 1] (diffusers' `sigma`), on the
+    rectified-flow schedule; the network predicts the flow velocity v = eps - x0 = dx/dt at network time
+    num_train_timesteps * t (a float, never truncated, as the FlowMatch pipelines pass it). Config options that
+    move the time grid (dynamic shifting, inverted sigmas, a terminal stretch, karras/exponential/beta sigmas) are
+    refused, and so is a `shift` other than 1: nfebench's grids take the shift per solver (`ddim:shift=3`)."""
+
+    def _set_schedule(self, cfg: dict):
+        from solvers.schedules import SCHEDULES
+
+        name = cfg.get("_class_name")
+        on = [k for k in FLOW_UNSUPPORTED if cfg.get(k) not in (None, False)]
+        if on:
+            raise SpecError(f"{self.source}: {name} with {on[0]}={cfg[on[0]]} is not supported (a flow "
+                            "checkpoint here is sampled on nfebench's rectified-flow grids)")
+        try:
+            steps, shift = int(cfg.get("num_train_timesteps", 1000)), float(cfg.get("shift", 1.0))
+        except (TypeError, ValueError) as e:
+            raise SpecError(f"bad {name} config: {e}") from None
+        if shift != 1.0:
+            raise SpecError(f"{self.source}: {name} with shift={shift:g} is not supported as the model's default; "
+                            f"nfebench's grids take the shift per solver (e.g. ddim:shift={shift:g}) on a shift 1.0 "
+                            "config")
+        self.schedule = SCHEDULES["rectified-flow"](num_train_timesteps=steps)   # model_time(t) = steps * t
+        self.prediction = "flow"
+
+
 # ----------------------------------------------------------------------------------------------- loading
 
 def _read_json(path: Path) -> dict:
@@ -222,13 +268,83 @@ def _has_weights(root: Path, sub: str | None) -> bool:
 
 
 def _checkpoint_sha256(root: Path, sub: str | None, sched_path: Path) -> str:
-    """One sha256 over the UNet's weights and config and the scheduler config: what the model computes with."""
+    """One sha256 over the UNet's weights and config, the scheduler config and the sidecar: what the model
+    computes with (and is scored against)."""
     d = root / sub if sub else root
     h = hashlib.sha256()
-    for f in [*(d / w for w in WEIGHT_FILES), d / "config.json", Path(sched_path)]:
+    for f in [*(d / w for w in WEIGHT_FILES), d / "config.json", Path(sched_path), root / SIDECAR]:
         if f.is_file():
             h.update(f"{f.name}:{sha256_of(f)}\n".encode())
     return h.hexdigest()
+
+
+def _checkpoint_files(root: Path) -> list[str]:
+    """The files of the checkpoint in root, relative to it (those the sidecar records the sha256 of)."""
+    lay = _layout(root)
+    if lay is None:
+        raise SpecError(f"{root} holds no diffusers checkpoint (expected unet/config.json or config.json)")
+    sub, sched = lay
+    d = root / sub if sub else root
+    files = [root / "model_index.json", d / "config.json", *(d / w for w in WEIGHT_FILES), sched]
+    return sorted(f.relative_to(root).as_posix() for f in files if f.is_file())
+
+
+def write_sidecar(root: str | Path, *, train: str | None = None, num_classes: int | None = None,
+                  feature_extractor: str | None = None, reference: str | None = None,
+                  training: dict | None = None) -> Path:
+    """Write root/nfebench.json: what nfebench reads beyond diffusers' configs (the real class count, the FID
+    feature extractor and reference, the trainer that recreates it: `nfebench train <train>`), the sha256 of
+    every checkpoint file, and the training settings (a record only)."""
+    root = Path(root)
+    info = {"num_classes": num_classes, "feature_extractor": feature_extractor, "reference": reference,
+            "train": train, "sha256": {f: sha256_of(root / f) for f in _checkpoint_files(root)},
+            "training": dict(training or {})}
+    path = root / SIDECAR
+    tmp = path.with_name(SIDECAR + ".tmp")
+    tmp.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_sidecar(root: Path) -> dict:
+    """root/nfebench.json checked ({} without one): known keys of the right types, every recorded file present
+    with its recorded sha256. Each problem is one SpecError line naming the file and how to recreate it."""
+    path = root / SIDECAR
+    if not path.is_file():
+        return {}
+    info = _read_json(path)
+    if not isinstance(info, dict) or any(k not in SIDECAR_KEYS for k in info):
+        bad = next((k for k in info if k not in SIDECAR_KEYS), None) if isinstance(info, dict) else None
+        raise SpecError(f"{path}: " + (f"unknown key '{bad}'" if bad else "not a JSON object")
+                        + "; accepted keys: " + ", ".join(SIDECAR_KEYS))
+    k = info.get("num_classes")
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        raise SpecError(f"{path}: num_classes must be a positive integer or null, got {k!r}")
+    for key in ("feature_extractor", "reference", "train"):
+        if info.get(key) is not None and not isinstance(info[key], str):
+            raise SpecError(f"{path}: {key} must be a string or null, got {info[key]!r}")
+    sums = info.get("sha256") or {}
+    if not isinstance(sums, dict):
+        raise SpecError(f"{path}: sha256 must map file names to their sha256")
+    how = _recreate_hint(root, info.get("train"))
+    for name, want in sorted(sums.items()):
+        f = root / name
+        if not f.is_file():
+            raise SpecError(f"checkpoint file {f} is missing (listed in {path}); {how}")
+        got = sha256_of(f)
+        if got != want:
+            raise SpecError(f"checkpoint file {f} is corrupt: sha256 {got[:16]}... != recorded {str(want)[:16]}... "
+                            f"in {path}; {how}")
+    return info
+
+
+def _recreate_hint(root: Path, train: str | None) -> str:
+    if not train:
+        return "restore the checkpoint's files"
+    cmd = f"nfebench train {train}"
+    if root.resolve() != (WEIGHTS_DIR / train).resolve():
+        cmd += f" --out {root}"
+    return f"recreate it with `{cmd}`"
 
 
 def _hub_offline() -> bool:
@@ -351,9 +467,12 @@ def load_hub_model(repo_or_dir: str, **opts) -> HubUNet:
         raise SpecError(f"{(root / sub) if sub else root} has no weights ({' or '.join(WEIGHT_FILES)})")
     sched = _read_json(sched_path)
     consistency = sched.get("_class_name") == "CMStochasticIterativeScheduler"
-    if not consistency and not any(k in sched for k in ("beta_schedule", "trained_betas", "beta_start")):
+    flow = sched.get("_class_name") in FLOW_SCHEDULERS
+    if not (consistency or flow) and not any(k in sched for k in ("beta_schedule", "trained_betas", "beta_start")):
         raise SpecError(f"{sched_path}: scheduler {sched.get('_class_name', '?')} is not a discrete-beta "
-                        "(DDPM-family) scheduler nor a CMStochasticIterativeScheduler (consistency model)")
+                        "(DDPM-family) scheduler, a CMStochasticIterativeScheduler (consistency model) nor a "
+                        "FlowMatchEuler/HeunDiscreteScheduler (flow matching)")
+    side = read_sidecar(root)   # before the weights are read: a damaged file is named by its checksum
     try:
         unet = UNet2DModel.from_pretrained(str(root), subfolder=sub, local_files_only=True,
                                            low_cpu_mem_usage=False)
@@ -363,13 +482,43 @@ def load_hub_model(repo_or_dir: str, **opts) -> HubUNet:
     if unet.config.out_channels not in (unet.config.in_channels, 2 * unet.config.in_channels):
         raise SpecError(f"{root}: out_channels {unet.config.out_channels} does not match in_channels "
                         f"{unet.config.in_channels} (or twice it, for learned variance)")
-    reference = opts.get("reference")
-    if reference is None and "cifar10" in target.lower() and "cifar100" not in target.lower():
-        reference = "cifar10-train"
-    cls = HubConsistencyModel if consistency else HubUNet
-    model = cls(unet, sched, target, reference=reference, num_classes=num_classes)
+    embeds = unet.config.num_class_embeds if unet.config.class_embed_type is None else None
+    if "num_classes" in side and (side["num_classes"] is None) != (embeds is None):
+        raise SpecError(f"{root / SIDECAR}: num_classes {side['num_classes']} does not fit a UNet with "
+                        f"num_class_embeds {embeds}")
+    if num_classes is None:
+        num_classes = side.get("num_classes")
+    extractor, reference = _scoring(root, side, opts.get("reference"), target, unet.config)
+    cls = HubConsistencyModel if consistency else HubFlowUNet if flow else HubUNet
+    model = cls(unet, sched, target, reference=reference, num_classes=num_classes, feature_extractor=extractor)
     model.weights_sha256 = _checkpoint_sha256(root, sub, sched_path)
     return model
+
+
+def _scoring(root: Path, side: dict, reference: str | None, target: str, cfg) -> tuple[str | None, str | None]:
+    """(feature extractor, FID reference): the sidecar's classifier feature space, whose reference is its data
+    set; else InceptionV3 (None) against the `reference` option (default cifar10-train for repos named *cifar10*)."""
+    from .classifier import CLASSIFIERS
+
+    extractor = side.get("feature_extractor")
+    reference = reference or side.get("reference")
+    if extractor in (None, HubUNet.feature_extractor):
+        if reference is None and "cifar10" in target.lower() and "cifar100" not in target.lower():
+            reference = "cifar10-train"
+        return None, reference
+    if extractor not in CLASSIFIERS:
+        raise SpecError(f"{root / SIDECAR}: unknown feature_extractor '{extractor}'; accepted: "
+                        + ", ".join([HubUNet.feature_extractor, *CLASSIFIERS]))
+    space = CLASSIFIERS[extractor]
+    size = cfg.sample_size
+    shape = (int(cfg.in_channels), *((size, size) if isinstance(size, int) else tuple(size)))
+    if shape != space.shape:
+        raise SpecError(f"{root / SIDECAR}: feature_extractor {extractor} scores {space.shape} images, the UNet "
+                        f"makes {shape}")
+    if reference not in (None, space.dataset):
+        raise SpecError(f"hub model '{target}' is scored by {extractor} against '{space.dataset}'; "
+                        f"reference={reference} is not accepted")
+    return extractor, space.dataset
 
 
 register_scheme("hf:", load_hub_model, "hub model", defaults={"num_classes": 0},

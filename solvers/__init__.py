@@ -7,15 +7,16 @@ from .grids import GRIDS, make_grid
 from .options import SpecError, parse_spec
 from .plan import BelowMinimumNFE, FixedNFE, Plan, PlanError
 from .registry import Solver, get_solver, list_solvers, register_solver
-from .schedules import SCHEDULES, VE, NoiseSchedule, VPCosine, VPDiscrete, VPLinear
+from .schedules import SCHEDULES, VE, NoiseSchedule, RectifiedFlow, VPCosine, VPDiscrete, VPLinear
 
 # importing the modules registers their solvers
 from . import ddim, dpm_solver, dpmpp, edm, ode  # noqa: E402,F401
 from . import consistency, dc_solver, momentum, pndm, time_shift, unipc  # noqa: E402,F401
 from . import adams, ancestral, deis, restart, sa_solver, sde_multistep  # noqa: E402,F401
+from . import flow  # noqa: E402,F401
 
 __all__ = [
     "Denoiser", "NFEBudgetExceeded", "Prediction", "GRIDS", "make_grid", "SpecError", "parse_spec",
     "Solver", "get_solver", "list_solvers", "register_solver", "SCHEDULES", "VE", "NoiseSchedule",
-    "VPCosine", "VPDiscrete", "VPLinear", "Plan", "PlanError", "BelowMinimumNFE", "FixedNFE",
+    "VPCosine", "VPDiscrete", "VPLinear", "RectifiedFlow", "Plan", "PlanError", "BelowMinimumNFE", "FixedNFE",
 ]

@@ -45,6 +45,7 @@ class _Adams(Solver):
 @register_solver("lms")
 class LMS(_Adams):
     """Linear multistep in sigma~ (k-diffusion sample_lms): exact variable-step Adams-Bashforth, order <= 4."""
+    family = "linear multistep"
 
     def coefficients(self, s, i, p):
         """The integral over [sigma_i, sigma_{i+1}] of each node's Lagrange basis polynomial, by 3-point
@@ -59,6 +60,7 @@ class LMS(_Adams):
 @register_solver("ipndm")
 class IPNDM(_Adams):
     """iPNDM (diff-sampler ipndm_sampler): Adams-Bashforth with constant-step coefficients, order <= 4."""
+    family = "linear multistep"
 
     def coefficients(self, s, i, p):
         return [(s[i + 1] - s[i]) * b for b in AB[p]]
@@ -67,6 +69,7 @@ class IPNDM(_Adams):
 @register_solver("ipndm-v")
 class IPNDMV(_Adams):
     """iPNDM-v (diff-sampler ipndm_v_sampler): its variable-step coefficients, verbatim (not exact beyond order 2)."""
+    family = "linear multistep"
 
     def coefficients(self, s, i, p):
         h = s[i + 1] - s[i]

@@ -30,6 +30,7 @@ class _Ancestral(Solver):
 @register_solver("euler-ancestral")
 class EulerAncestral(_Ancestral):
     """Euler ancestral (k-diffusion sample_euler_ancestral); eta = 1 is DDPM ancestral sampling, = ddim:eta=1."""
+    family = "stochastic"
 
     nominal_order = 1
 
@@ -48,6 +49,7 @@ class EulerAncestral(_Ancestral):
 @register_solver("dpmpp-2s-ancestral")
 class DPMpp2SAncestral(TwoStage, _Ancestral):
     """DPM-Solver++(2S) ancestral (k-diffusion sample_dpmpp_2s_ancestral): the 2S step to sigma_down, then noise."""
+    family = "stochastic"
 
     nominal_order = 2
 
@@ -74,6 +76,7 @@ class DPMpp2SAncestral(TwoStage, _Ancestral):
 class DPMppSDE(TwoStage, _Ancestral):
     """DPM-Solver++ SDE (k-diffusion sample_dpmpp_sde): two stochastic stages a step, at lambda_i + r h; the two
     noises are increments of one Brownian path (solvers/noise_sampler.py)."""
+    family = "stochastic"
 
     nominal_order = 2
     defaults = {**_Ancestral.defaults, "r": 0.5}

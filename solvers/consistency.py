@@ -57,6 +57,7 @@ class ConsistencyMultistep(Solver):
     `grid=`. `ts=0/22/39` gives the CM repo's tuned index list instead (on the checkpoint's N-point grid, or
     `N=` points elsewhere; NFE = len(ts) - 1). Stochastic: z_k comes from the runner's generator.
     """
+    family = "consistency"
 
     nominal_order = 1
     stochastic = True
@@ -126,6 +127,7 @@ class CTMGamma(Solver):
     `digits-flow`); any other model jumps with CTM's 'euler' parametrization G = (s/t) x + (1 - s/t) g with its
     x0-prediction as g, which is DDIM's step (so gamma = 0 there is DDIM on the same grid).
     """
+    family = "consistency"
 
     nominal_order = 1
     default_grid = "karras"

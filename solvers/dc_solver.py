@@ -154,6 +154,7 @@ class UniPCDC(DynamicCompensation, UniPC):
     is UniPC order 3 bh1 (its default here), its Stable Diffusion one order 2 bh2 (3-entry history either way,
     so DC also acts at order 2, as in the reference's diffusers port).
     """
+    family, base = "seed modifier", "unipc"
 
     defaults = {**UniPC.defaults, **DC_DEFAULTS}
     choices = {**UniPC.choices, **DC_CHOICES}
@@ -163,6 +164,7 @@ class UniPCDC(DynamicCompensation, UniPC):
 class DPMpp2MDC(DynamicCompensation, DPMpp2M):
     """DPM-Solver++(2M) with DC-Solver's dynamic compensation (learned ratios, 1 NFE a step); with every ratio 1
     it is dpmpp-2m."""
+    family, base = "seed modifier", "dpmpp-2m"
 
     defaults = {"lower_order_final": True, **DC_DEFAULTS}
     choices = DC_CHOICES
@@ -173,6 +175,7 @@ class DPMpp2MDC(DynamicCompensation, DPMpp2M):
 class DPMpp3MDC(DynamicCompensation, DPMpp3M):
     """DPM-Solver++(3M) with DC-Solver's dynamic compensation (a combination the core makes possible: DC's
     3-entry history is 3M's own); with every ratio 1 it is dpmpp-3m."""
+    family, base = "seed modifier", "dpmpp-3m"
 
     defaults = {"lower_order_final": True, **DC_DEFAULTS}
     choices = DC_CHOICES

@@ -11,6 +11,7 @@ from .registry import Solver, register_solver
 @register_solver("ddim")
 class DDIM(Solver):
     """DDIM; eta=0 is the probability-flow ODE's first-order exponential integrator (= DPM-Solver-1)."""
+    family = "exponential integrator"
 
     nominal_order = 1
     default_grid = "time_uniform"
@@ -20,6 +21,11 @@ class DDIM(Solver):
     @property
     def stochastic(self):
         return self.eta > 0
+
+    @property
+    def alpha_zero_start(self):
+        """Deterministic DDIM steps from alpha = 0 (h = inf: x_t = t x + (1 - t) x0 on a rectified flow)."""
+        return self.eta == 0
 
     def sample(self, denoiser, x_T, plan, generator=None):
         g, x = plan.on(denoiser.schedule), x_T

@@ -160,6 +160,7 @@ def logrho_coefficients(s: list, i: int, p: int) -> list:
 @register_solver("deis")
 class DEIS(Solver):
     """DEIS: multistep exponential integrator, eps interpolated in t (tab: tAB3) or log sigma~ (logrho: diffusers)."""
+    family = "exponential integrator"
 
     default_grid = "time_quadratic"
     defaults = {"variant": "tab", "order": 4, "quadrature": "exact", "lower_order_final": True}

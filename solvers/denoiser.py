@@ -1,8 +1,10 @@
 """The counting Denoiser: the only way a solver reaches the network.
 
-It converts any prediction type (eps, x0, v) to x0(x, t) and eps(x, t), applies classifier-free guidance
-(one guided evaluation counts as ONE NFE, as in the DPM-Solver and DC-Solver papers; the conditional and
-unconditional passes are batched) and counts every evaluation. Spending past `budget` raises
+It converts any prediction type to x0(x, t) and eps(x, t), applies classifier-free guidance (one guided
+evaluation counts as ONE NFE, as in the DPM-Solver and DC-Solver papers; the conditional and unconditional
+passes are batched) and counts every evaluation. Prediction types (one meaning each, docs/solvers.md#predictions):
+'eps' the noise, 'x0' the data, 'v' Salimans-Ho's alpha eps - sigma x0, 'flow' a rectified flow's velocity
+eps - x0 = dx/dt (diffusers' flow_prediction; rectified-flow schedule only). Spending past `budget` raises
 NFEBudgetExceeded before the network is called. A trajectory model (CTM's two-time network) also offers
 `flow_map(x, t, s)`, one NFE too.
 """
@@ -23,10 +25,12 @@ class NFEBudgetExceeded(RuntimeError):
 class Prediction:
     """One evaluation as a noise prediction eps and a data prediction x0 = (x - sigma eps) / alpha. x0 is computed
     when first read, so a solver that follows eps (PNDM) does not pay for it: read it before changing in place the
-    x that was evaluated."""
+    x that was evaluated. Where the prediction gives x0 without dividing by alpha (on a rectified flow, whose
+    alpha is 0 at t = 1), it comes as `x0`."""
 
-    def __init__(self, eps: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor):
-        self.eps, self._x, self._alpha, self._sigma, self._x0 = eps, x, alpha, sigma, None
+    def __init__(self, eps: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor,
+                 x0: torch.Tensor | None = None):
+        self.eps, self._x, self._alpha, self._sigma, self._x0 = eps, x, alpha, sigma, x0
 
     @property
     def x0(self) -> torch.Tensor:
@@ -34,6 +38,11 @@ class Prediction:
             self._x0 = rsub_(self._x, self._sigma * self.eps).div_(self._alpha)
             self._x = None
         return self._x0
+
+    @property
+    def velocity(self) -> torch.Tensor:
+        """eps - x0: on a rectified flow the ODE's dx/dt (what diffusers' flow schedulers step with)."""
+        return self.eps - self.x0
 
 
 def rsub_(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -71,10 +80,13 @@ def gaussian_like(x: torch.Tensor, generator=None) -> torch.Tensor:
     return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=dev).to(x.device)
 
 
+PREDICTIONS = ("eps", "x0", "v", "flow")
+
+
 class Network:
     """What the Denoiser reads of a model, declared with defaults (models.base.DiffusionModel subclasses it).
 
-    schedule: the NoiseSchedule it was trained with; prediction: what `forward` returns ('eps', 'x0' or 'v');
+    schedule: the NoiseSchedule it was trained with; prediction: what `forward` returns (one of PREDICTIONS);
     num_classes: None when unconditional (label `num_classes` is the null label of classifier-free guidance);
     guidable: False where guidance does not apply although labels do (a consistency model distils one scale);
     applies_guidance: `forward(x, t, y, guidance=g)` applies guidance itself (an exact flow map);
@@ -119,6 +131,14 @@ class Denoiser:
         if self.guidance != 1.0 and not model.guidable:
             raise ValueError(f"model '{model.name}' distils one guidance scale (a consistency "
                              "model): guidance != 1 does not apply to it")
+        if model.prediction not in PREDICTIONS:
+            raise ValueError(f"unknown prediction type {model.prediction!r}; accepted: {', '.join(PREDICTIONS)}")
+        rf = self.schedule.kind == "rf"
+        if model.prediction == "flow" and not rf:
+            raise ValueError(f"model '{model.name}' predicts a flow velocity (eps - x0), which needs a "
+                             f"rectified-flow schedule; its schedule is {self.schedule.name}")
+        # x0 without dividing by alpha (0 at a rectified flow's t = 1); VP/VE keep the round trip through eps
+        self._direct = model.prediction == "flow" or (rf and model.prediction in ("x0", "v"))
 
     @property
     def remaining(self) -> int | None:
@@ -137,7 +157,17 @@ class Denoiser:
             return (x - a * out).div_(s)
         if kind == "v":  # v = alpha eps - sigma x0, x = alpha x0 + sigma eps  =>  eps = (alpha v + sigma x) / (alpha^2 + sigma^2)
             return (a * out).add_(s * x).div_(a * a + s * s)  # VP: alpha^2 + sigma^2 = 1; VE/EDM: it is not
-        raise ValueError(f"unknown prediction type {kind!r}")
+        raise ValueError(f"prediction type {kind!r} has no eps of this form")
+
+    def _eps_x0(self, out, x, a, s) -> tuple:
+        """(eps, x0), both straight from the output, without dividing by alpha (self._direct)."""
+        kind = self.model.prediction
+        if kind == "flow":   # v = eps - x0 on x = (1 - t) x0 + t eps: eps = x + (1 - t) v, x0 = x - t v
+            return (a * out).add_(x), rsub_(x, s * out)
+        if kind == "x0":
+            return self._eps_of(out, x, a, s), out
+        # v = alpha eps - sigma x0  =>  x0 = (alpha x - sigma v) / (alpha^2 + sigma^2)
+        return self._eps_of(out, x, a, s), (a * x).sub_(s * out).div_(a * a + s * s)
 
     def _labels(self, n: int, device):
         y = self.y
@@ -161,6 +191,9 @@ class Denoiser:
         if t_vec.dim() == 0:
             t_vec = t_vec.expand(n)
         y = self._labels(n, x.device)
+        if self._direct:
+            eps, x0 = self._eps_x0(self._output(x, t_vec, y), x, a, s)
+            return Prediction(eps, x, a, s, x0)
         if self.model.applies_guidance:   # guidance is inside the model (an exact flow map)
             eps = self._eps_of(self.model.forward(x, t_vec, y, guidance=self.guidance), x, a, s)
         elif self.guidance == 1.0:
@@ -173,6 +206,18 @@ class Denoiser:
             e_c, e_u = e[:n], e[n:]
             eps = e_u + (e_c - e_u).mul_(self.guidance)
         return Prediction(eps, x, a, s)
+
+    def _output(self, x, t_vec, y) -> torch.Tensor:
+        """The model output, guided: eps and x0 are affine in it with the same coefficients for both passes, so
+        guiding it is guiding them (the SD3 pipeline guides its velocity alike)."""
+        if self.model.applies_guidance:
+            return self.model.forward(x, t_vec, y, guidance=self.guidance)
+        if self.guidance == 1.0:
+            return self.model.forward(x, t_vec, y)
+        n, null = x.shape[0], torch.full_like(y, self.model.num_classes)
+        out = self.model.forward(torch.cat([x, x]), torch.cat([t_vec, t_vec]), torch.cat([y, null]))
+        o_c, o_u = out[:n], out[n:]
+        return o_u + (o_c - o_u).mul_(self.guidance)
 
     @property
     def has_flow_map(self) -> bool:

@@ -78,23 +78,27 @@ class _Singlestep(Solver):
 @register_solver("dpm-solver-1")
 class DPMSolver1(_Singlestep):
     """DPM-Solver-1 (noise prediction); algebraically DDIM with eta=0."""
+    family = "exponential integrator"
     max_order = 1
 
 
 @register_solver("dpm-solver-2")
 class DPMSolver2(_Singlestep):
     """DPM-Solver-2, singlestep noise prediction, midpoint r1=1/2 (2 NFE a step)."""
+    family = "exponential integrator"
     max_order = 2
 
 
 @register_solver("dpm-solver-3")
 class DPMSolver3(_Singlestep):
     """DPM-Solver-3, singlestep noise prediction, r=1/3,2/3 (3 NFE a step; DPM-Solver-fast plan)."""
+    family = "exponential integrator"
     max_order = 3
 
 
 @register_solver("dpmpp-2s")
 class DPMpp2S(_Singlestep):
     """DPM-Solver++(2S), singlestep data prediction, midpoint r1=1/2 (2 NFE a step)."""
+    family = "exponential integrator"
     max_order = 2
     predict_x0 = True

@@ -77,6 +77,7 @@ class DPMppMultistep(Multistep):
 @register_solver("dpmpp-2m")
 class DPMpp2M(DPMppMultistep):
     """DPM-Solver++(2M): multistep 2nd order, data prediction, 1 NFE a step."""
+    family = "exponential integrator"
     nominal_order = order = 2
 
 
@@ -89,6 +90,7 @@ class DPMpp3M(DPMppMultistep):
     that weight and converges at order 3 (a deviation from every reference, offered so the difference can be
     measured). `solver_type` is the official option: 'taylor' changes the second-order warm-up step only.
     """
+    family = "exponential integrator"
     order = 3
     defaults = {**DPMppMultistep.defaults, "d2_weight": "reference"}
     choices = {**DPMppMultistep.choices, "d2_weight": ("reference", "exact")}

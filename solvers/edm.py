@@ -34,6 +34,7 @@ class _EDM(Solver):
 @register_solver("euler")
 class Euler(_EDM):
     """Euler in sigma~ (EDM Alg. 1 without churn); identical to DDIM eta=0 on the same grid."""
+    family = "singlestep and generic ODE"
 
     nominal_order = 1
 
@@ -50,6 +51,7 @@ class Euler(_EDM):
 class Heun(TwoStage, _EDM):
     """EDM Heun (2nd order, 2 NFE a step); a step onto sigma=0, or an odd budget's last step, is Euler.
     churn > 0: EDM's stochastic sampler (Alg. 2), see `sample_churn`."""
+    family = "singlestep and generic ODE"
 
     nominal_order = 2
     defaults = {"churn": 0.0, "tmin": 0.0, "tmax": math.inf, "noise": 1.0}

@@ -76,6 +76,7 @@ class PLMSHeavyBall(HeavyBall, PseudoLinearMultistep):
     paper's PLMS-k, whose warm-up is AB1, AB2, ... at 1 NFE a step (`plms:warmup=ab`), not the diffusers
     pseudo-Heun warm-up of `plms`; beta = 1 gives that base exactly. Grid as `plms`.
     """
+    family, base = "seed modifier", "plms"
 
     warmup = "ab"
     defaults = {"order": 4, "beta": 0.9}
@@ -93,6 +94,7 @@ class GHVB(PseudoLinearMultistep):
     Default 3.8: the paper's best DiT-XL setting at 6-9 steps. The first r - 1 steps warm up with GHVB of the
     lower orders and the same beta. Grid as `plms`.
     """
+    family = "linear multistep"
 
     warmup = "ab"
     defaults = {"order": 3.8, "beta": 1.0}
@@ -138,6 +140,7 @@ class DPMpp2MHeavyBall(HeavyBall, DPMpp2M):
     `dpmpp-2m` (diffusers' '< 15 steps' rule; the fork uses < 10); beta = 1 is `dpmpp-2m` up to rounding (the
     slope form adds the same terms in another order).
     """
+    family, base = "seed modifier", "dpmpp-2m"
 
     nominal_order = 1
     defaults = {"beta": 0.8, "lower_order_final": True}

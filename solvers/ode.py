@@ -62,24 +62,28 @@ class _TorchDiffEq(Solver):
 @register_solver("ode-euler")
 class ODEEuler(_TorchDiffEq):
     """torchdiffeq 'euler' on the PF-ODE in lambda (1 NFE a step)."""
+    family = "singlestep and generic ODE"
     nominal_order, method = 1, "euler"
 
 
 @register_solver("ode-midpoint")
 class ODEMidpoint(_TorchDiffEq):
     """torchdiffeq 'midpoint' on the PF-ODE in lambda (2 NFE a step)."""
+    family = "singlestep and generic ODE"
     nominal_order, method, nfe_per_step, min_nfe = 2, "midpoint", 2, 2
 
 
 @register_solver("ode-rk4")
 class ODERK4(_TorchDiffEq):
     """torchdiffeq 'rk4' (3/8 rule) on the PF-ODE in lambda (4 NFE a step)."""
+    family = "singlestep and generic ODE"
     nominal_order, method, nfe_per_step, min_nfe = 4, "rk4", 4, 4
 
 
 @register_solver("ode-dopri5")
 class ODEDopri5(_TorchDiffEq):
     """torchdiffeq adaptive 'dopri5' on the PF-ODE in lambda; NFE is what it used (not budgeted)."""
+    family = "singlestep and generic ODE"
     nominal_order, method, adaptive = 5, "dopri5", True
     defaults = {"rtol": 1e-6, "atol": 1e-6}
     ranges = {"rtol": Range(0, 1, lo_open=True, hi_open=True), "atol": Range(0, 1, lo_open=True, hi_open=True)}

@@ -21,7 +21,7 @@ import math
 import torch
 
 from .exponential import Interval, noise_step
-from .grids import make_grid, sigmas_after
+from .grids import sigmas_after
 from .multistep import Multistep
 from .plan import Plan
 from .registry import register_solver
@@ -114,7 +114,7 @@ class PseudoLinearMultistep(Multistep):
         grid = self.grid
         if "grid" not in self.given and schedule.num_train_steps is None:
             grid = "time_uniform"   # the uniform grid of a continuous schedule
-        return make_grid(grid, schedule, steps, rho=self.rho)
+        return self.named_grid(grid, schedule, steps)
 
     def step_order(self, i, plan, iv):
         return min(self.history_length, i + 1)    # AB order from the history length
@@ -168,6 +168,7 @@ class PLMS(PseudoLinearMultistep):
     'leading' grid ends at the data point (diffusers' set_alpha_to_one=True), where the official code and
     diffusers' default stop at abar[0].
     """
+    family = "linear multistep"
 
     defaults = {"order": 4, "warmup": "heun"}
     choices = {"order": (1, 2, 3, 4), "warmup": ("heun", "prk", "ab")}
@@ -176,6 +177,7 @@ class PLMS(PseudoLinearMultistep):
 @register_solver("s-pndm")
 class SPNDM(PseudoLinearMultistep):
     """S-PNDM: one pseudo-Heun step (2 NFE), then AB2 (PNDM official gen_order_2); NFE = steps + 1, min 3."""
+    family = "linear multistep"
 
     order, warmup = 2, "heun"
 
@@ -187,5 +189,6 @@ class FPNDM(PseudoLinearMultistep):
     min_nfe is 13, not the paper's 12 (three PRK steps alone): a grid may end at sigma = 0, where the last
     pseudo-RK stage cannot be evaluated, so at least one multistep step follows the warm-up.
     """
+    family = "linear multistep"
 
     order, warmup = 4, "prk"

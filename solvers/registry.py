@@ -7,10 +7,14 @@ import torch
 
 from .grids import GRIDS, make_grid
 from .options import Range, SpecError, closest, coerce_options, parse_spec
-from .plan import BelowMinimumNFE, Plan
+from .plan import BelowMinimumNFE, Plan, PlanError
 
 _REGISTRY: dict[str, type] = {}
+# what a solver declares it is (`family`), for the figures' panels and the report (docs/solvers.md#registry)
+FAMILIES = ("exponential integrator", "linear multistep", "singlestep and generic ODE", "stochastic",
+            "seed modifier", "consistency", "other")
 RHO_RANGE = Range(0, 100, lo_open=True)   # the karras grid's exponent (EDM: 7)
+SHIFT_RANGE = Range(0, None, lo_open=True)   # SD3's timestep shift of any grid (1: none)
 
 
 def register_solver(name: str):
@@ -43,7 +47,9 @@ class Solver:
     Declared capabilities, read by the harness (never probed): `nominal_order` (convergence order its paper
     states; the `order` *option* of some solvers is a user choice), `stochastic`, `adaptive` (no budget: NFE is
     what it used), `needs_calibration` (DC-Solver's searched ratios), `consistency_sampler` (meant for consistency
-    and trajectory models), `history_length` (evaluations it keeps: memory estimates).
+    and trajectory models), `flow_sampler` (meant for rectified-flow models only), `alpha_zero_start` (it can
+    step from pure noise, alpha = 0), `history_length` (evaluations it keeps: memory estimates), `family` (one of
+    FAMILIES) and, on a seed modifier, `base` (the solver it modifies).
     """
 
     name = "?"
@@ -55,19 +61,25 @@ class Solver:
     adaptive = False          # adaptive step size: NFE is what it used, not a budget
     needs_calibration = False  # takes searched parameters (DC-Solver's ratios) the harness computes
     consistency_sampler = False  # meant for consistency/trajectory models (the digits-cd and consistency suites)
+    flow_sampler = False      # meant for rectified-flow models only (its plan refuses other schedules)
+    alpha_zero_start = False  # can step from alpha = 0 (a rectified flow's t = 1, lambda = -inf; grid flow_euler)
+    family = "other"          # one of FAMILIES
+    base: str | None = None   # a seed modifier's base solver, by registered name (ddim+ts: 'ddim')
     defaults: dict = {}       # option name -> default value (its type is the option's type)
     choices: dict = {}        # option name -> accepted values
     ranges: dict = {}         # numeric option name -> declared range: (lo, hi) closed, or options.Range
     presence_matters: tuple = ()  # options that change the method when given, even at their default value
 
     def __init__(self, **options):
-        defaults = {"grid": self.default_grid, "rho": 7.0, **self.defaults}
+        defaults = {"grid": self.default_grid, "rho": 7.0, "shift": 1.0, **self.defaults}
         choices = {"grid": tuple(GRIDS), **self.choices}
-        ranges = {"rho": RHO_RANGE, **self.ranges}
+        ranges = {"rho": RHO_RANGE, "shift": SHIFT_RANGE, **self.ranges}
         opts = coerce_options(f"solver '{self.name}'", options, defaults, choices, ranges)
         self.given = {k: opts[k] for k in sorted(options)
                       if k in self.presence_matters or opts[k] != defaults[k]}  # canonical: order, defaults
-        self.options = dict(sorted(opts.items()))     # every option as resolved (a cell's identity)
+        # every option as resolved (a cell's identity); shift = 1 is no shift, left out so that cells made
+        # before the option existed keep their identity
+        self.options = {k: v for k, v in sorted(opts.items()) if not (k == "shift" and v == 1.0)}
         for key, value in opts.items():
             setattr(self, key, value)
         self.check()
@@ -93,6 +105,18 @@ class Solver:
         return self.spec
 
     @property
+    def base_spec(self) -> str | None:
+        """A seed modifier's base as a spec, with the options the two share (`ddim+ts` -> 'ddim:grid=leading'):
+        the other side of its paired ratio. None for a solver that modifies none."""
+        if self.base is None:
+            return None
+        own = _REGISTRY[self.base]().options
+        try:
+            return _REGISTRY[self.base](**{k: v for k, v in self.options.items() if k in own and v != own[k]}).spec
+        except SpecError:    # a shared option's value the base does not accept: the base at its defaults
+            return self.base
+
+    @property
     def history_length(self) -> int:
         """Evaluations the solver keeps at once (at least its nominal order)."""
         return max(1, math.ceil(float(self.nominal_order)))
@@ -113,7 +137,17 @@ class Solver:
 
     def time_grid(self, schedule, steps: int) -> torch.Tensor:
         """This solver's grid (`grid=` option, default its paper's) with `steps` intervals."""
-        return make_grid(self.grid, schedule, steps, rho=self.rho)
+        return self.named_grid(self.grid, schedule, steps)
+
+    def named_grid(self, name: str, schedule, steps: int) -> torch.Tensor:
+        """Grid `name` with this solver's grid options (rho, shift); a grid starting at alpha = 0 only for a
+        solver that can step from there (alpha_zero_start)."""
+        grid = make_grid(name, schedule, steps, rho=self.rho, shift=self.shift)
+        if not self.alpha_zero_start and float(schedule.alpha(grid[0])) == 0.0:
+            raise PlanError(f"solver '{self.spec}' cannot start at t = {float(grid[0]):g}, where alpha = 0 (grid "
+                            f"'{name}' starts at pure noise); use grid=flow_linspace or flow_unipc, or a solver "
+                            "that steps from there (flow-euler, flow-heun, ddim)")
+        return grid
 
     def sample(self, denoiser, x_T: torch.Tensor, plan: Plan, generator=None) -> torch.Tensor:
         raise NotImplementedError

@@ -92,6 +92,7 @@ class Restart(Solver):
     restart_gamma (0.05: EDM churn inside a restart, at levels in [smin, smax] = [0.01, 1]), churn (0: EDM's
     S_churn of the main loop). The restarts cost sum 2 K (n - 1) NFE; the main loop spends the rest of the budget.
     """
+    family = "stochastic"
 
     nominal_order = 2
     nfe_per_step = 2

@@ -74,6 +74,7 @@ def sa_weights(nodes, lam_s: float, lam_t: float, a: float) -> list[float]:
 @register_solver("sa-solver")
 class SASolver(Solver):
     """SA-Solver (diffusers SASolverScheduler): stochastic Adams predictor-corrector, tau inside a time window."""
+    family = "stochastic"
 
     default_grid = "logSNR"
     defaults = {"predictor_order": 2, "corrector_order": 2, "tau": 1.0, "tau_start": 0.2, "tau_end": 0.8,

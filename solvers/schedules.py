@@ -1,7 +1,8 @@
 """Noise schedules: x_t = alpha_t * x_0 + sigma_t * eps on continuous time t in [t_min, T].
 
-Every schedule is defined by log(alpha_t) (VP: sigma_t^2 = 1 - alpha_t^2) or by sigma_t (VE/EDM: alpha = 1,
-sigma = t). lambda_t = log(alpha_t) - log(sigma_t) is the half log-SNR; it decreases in t and is inverted by
+Every schedule is defined by log(alpha_t) (VP: sigma_t^2 = 1 - alpha_t^2), by sigma_t (VE/EDM: alpha = 1,
+sigma = t), or by both (rectified flow: alpha = 1 - t, sigma = t). lambda_t = log(alpha_t) - log(sigma_t) is
+the half log-SNR; it decreases in t and is inverted by
 `t_of_lambda`. t = 0 is the data point (alpha = 1, sigma = 0, lambda = +inf) on every schedule, so a grid may
 end there (the final "jump to x0" of diffusers' schedulers).
 
@@ -25,7 +26,7 @@ def as_t(t) -> torch.Tensor:
 
 
 class NoiseSchedule:
-    kind = "vp"  # "vp" (alpha^2 + sigma^2 = 1) or "ve" (alpha = 1)
+    kind = "vp"  # "vp" (alpha^2 + sigma^2 = 1), "ve" (alpha = 1) or "rf" (rectified flow: alpha + sigma = 1)
     name = "?"
     t_min: float
     T: float
@@ -208,9 +209,52 @@ class VE(NoiseSchedule):
         return torch.zeros_like(as_t(lam))
 
 
+class RectifiedFlow(NoiseSchedule):
+    """Rectified flow (SD3, diffusers' FlowMatch schedulers): x_t = (1 - t) x0 + t eps, t in [t_min, T].
+
+    Neither VP nor VE: alpha = 1 - t, sigma = t, lambda = log((1 - t)/t), t(lambda) = sigmoid(-lambda) and
+    dlog(alpha)/dlambda = t, each in closed form. t = 1 is pure noise (alpha = 0, lambda = -inf): only the flow
+    samplers and DDIM step from there (the `flow_euler` grid), so T = 1 - 1e-3 keeps lambda finite for the others,
+    symmetric with t_min = 1e-3 (diffusers' smallest flow sigma). A flow network takes diffusers' float timestep
+    `num_train_timesteps * t`.
+    """
+
+    kind = "rf"
+    name = "rectified-flow"
+
+    def __init__(self, t_min: float = 1e-3, T: float = 1 - 1e-3, num_train_timesteps: int = 1000):
+        self.t_min, self.T, self.num_train_timesteps = t_min, T, num_train_timesteps
+
+    def log_alpha(self, t):
+        return torch.log1p(-as_t(t))
+
+    def alpha(self, t):
+        return 1.0 - as_t(t)
+
+    def sigma(self, t):
+        return as_t(t).clone()
+
+    def lambda_(self, t):
+        t = as_t(t)
+        return torch.log1p(-t) - torch.log(t)
+
+    def t_of_lambda(self, lam):
+        return torch.sigmoid(-as_t(lam))
+
+    def t_of_log_alpha(self, log_alpha):
+        return -torch.expm1(as_t(log_alpha))
+
+    def dlog_alpha_dlambda(self, lam):
+        return torch.sigmoid(-as_t(lam))   # = t: dlog(alpha)/dt = -1/(1 - t), dt/dlambda = -t (1 - t)
+
+    def model_time(self, t):
+        return as_t(t) * self.num_train_timesteps
+
+
 SCHEDULES = {
     "vp-discrete": VPDiscrete,
     "vp-linear": VPLinear,
     "vp-cosine": VPCosine,
     "ve": VE,
+    "rectified-flow": RectifiedFlow,
 }

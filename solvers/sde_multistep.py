@@ -52,6 +52,7 @@ class _MultistepSDE(Solver):
 @register_solver("dpmpp-2m-sde")
 class DPMpp2MSDE(_MultistepSDE):
     """DPM-Solver++(2M) SDE (k-diffusion sample_dpmpp_2m_sde), solver_type midpoint or heun; eta=0: dpmpp-2m."""
+    family = "stochastic"
 
     nominal_order = 2
     defaults = {**_MultistepSDE.defaults, "solver_type": "midpoint"}
@@ -69,6 +70,7 @@ class DPMpp2MSDE(_MultistepSDE):
 @register_solver("dpmpp-3m-sde")
 class DPMpp3MSDE(_MultistepSDE):
     """DPM-Solver++(3M) SDE (k-diffusion sample_dpmpp_3m_sde); eta=0: the 3M ODE solver in k-diffusion's form."""
+    family = "stochastic"
 
     nominal_order = 3
 

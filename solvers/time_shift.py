@@ -82,6 +82,7 @@ class DDIMTimeShift(TimeShift, PseudoLinearMultistep):
     10/20/50/100 steps, cutoff 300). Grid: the uniform DDIM grid ('leading'; time_uniform on continuous
     schedules). Deviations from the official code: see the module docstring.
     """
+    family, base = "seed modifier", "ddim"
 
     order, warmup = 1, "ab"
     defaults = dict(TS_DEFAULTS)
@@ -97,6 +98,7 @@ class PNDMTimeShift(TimeShift, PseudoLinearMultistep):
     gains most at 5-10 steps in the paper's Table 1), window 30, cutoff 300 (the paper's TS-DDIM setting; the
     per-cell PNDM values are not published). Deviations from the official code: see the module docstring.
     """
+    family = "seed modifier"
 
     defaults = {"variant": "s-pndm", **TS_DEFAULTS}
     choices = {"variant": ("s-pndm", "f-pndm")}
@@ -104,6 +106,10 @@ class PNDMTimeShift(TimeShift, PseudoLinearMultistep):
     def check(self):
         super().check()
         self.order, self.warmup = {"s-pndm": (2, "heun"), "f-pndm": (4, "prk")}[self.variant]
+
+    @property
+    def base(self):
+        return self.variant   # the PNDM variant it shifts
 
 
 @register_solver("dpm-solver+ts")
@@ -116,6 +122,7 @@ class DPMSolverTimeShift(TimeShift, DPMppMultistep):
     with its logSNR default grid and lower_order_final rule. Defaults window 30, cutoff 300: the TS README's
     DPM-Solver-2M example. Deviations from the official code: see the module docstring.
     """
+    family = "seed modifier"
 
     defaults = {"order": 2, "lower_order_final": True, **TS_DEFAULTS}
     choices = {"order": (2, 3)}
@@ -124,6 +131,10 @@ class DPMSolverTimeShift(TimeShift, DPMppMultistep):
     @property
     def nominal_order(self):
         return 2
+
+    @property
+    def base(self):
+        return {2: "dpmpp-2m", 3: "dpmpp-3m"}[self.order]
 
 
 @register_solver("unipc+ts")
@@ -134,5 +145,6 @@ class UniPCTimeShift(TimeShift, UniPC):
     Any UniPC option (default UniPC-3 bh1 logSNR); window 30, cutoff 300 as `dpm-solver+ts`. Not in the TS
     paper, which shifts DDIM, PNDM and DPM-Solver: its measurements here are this project's own.
     """
+    family, base = "seed modifier", "unipc"
 
     defaults = {**UniPC.defaults, **TS_DEFAULTS}

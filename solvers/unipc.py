@@ -84,6 +84,7 @@ class UniPC(Multistep):
     Deviation from the reference code: a step onto sigma = 0 (diffusers' spacings end there) is first order
     even with lower_order_final=false; diffusers would divide by r_k = 0 there and return NaN.
     """
+    family = "exponential integrator"
 
     nominal_order = 3
     default_grid = "logSNR"

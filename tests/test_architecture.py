@@ -148,6 +148,8 @@ def _specs():
     for name in solvers.list_solvers():
         if get_solver(name).consistency_sampler:
             out.append((name, "gmm2d-flow"))
+        elif get_solver(name).flow_sampler:
+            out.append((name, "gmm2d:schedule=rectified-flow,prediction=flow"))
         elif name.endswith("+dc"):
             out.append((name + ":ratio=1.05", "gmm2d"))
         else:
@@ -161,6 +163,8 @@ def test_nfe_used_equals_the_plan(spec, model_name, grid):
     """Every registered solver, every NFE it plans, on a grid ending at sigma > 0 and on one ending at sigma = 0:
     the evaluations counted by the Denoiser are the plan's NFE, never more than the budget."""
     model = models.load_model(model_name, dtype=torch.float64)
+    if grid and get_solver(spec).flow_sampler:   # a rectified flow's grid ending at sigma = 0 (continuous time)
+        grid = "flow_linspace"
     if grid:
         spec += ("," if ":" in spec else ":") + f"grid={grid}"
     solver = get_solver(spec)

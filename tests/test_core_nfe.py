@@ -20,7 +20,7 @@ from solvers.registry import _REGISTRY
 
 F64 = torch.float64
 TESTS_DIR = Path(__file__).resolve().parent
-EXACT_DESPITE_STEP_COST = {"heun"}
+EXACT_DESPITE_STEP_COST = {"heun", "flow-heun"}
 
 
 def _registered():
@@ -36,6 +36,11 @@ def _registered():
 
 
 SOLVERS = _registered()
+
+
+def model_of(gmm, name, schedule):
+    """The gmm2d oracle on `schedule`; a flow sampler's on the rectified flow (it refuses any other)."""
+    return gmm("rectified-flow", "flow") if _REGISTRY[name].flow_sampler else gmm(schedule)
 
 
 def get_solver(spec):
@@ -82,7 +87,7 @@ def test_core_solvers_are_registered():
 @pytest.mark.parametrize("name", SOLVERS)
 def test_budget_is_spent(gmm, x_T, name):
     """Default grid, every NFE from min_nfe to 50."""
-    model, xT = gmm("vp-linear"), x_T(8, seed=0)
+    model, xT = model_of(gmm, name, "vp-linear"), x_T(8, seed=0)
     solver = get_solver(name)
     for nfe in range(solver.min_nfe, 51):
         check_spend(solver, model, nfe, xT)
@@ -90,16 +95,17 @@ def test_budget_is_spent(gmm, x_T, name):
 
 @pytest.mark.parametrize("name", SOLVERS)
 def test_budget_is_spent_on_grids_ending_at_sigma_zero(gmm, x_T, name):
-    """diffusers' spacings end at t = 0, whose last interval is a 1-NFE jump to x0 for every solver."""
-    model, xT = gmm("vp-discrete"), x_T(8, seed=0)
-    solver = get_solver(f"{name}:grid=trailing")
+    """diffusers' spacings end at t = 0, whose last interval is a 1-NFE jump to x0 for every solver (a flow
+    sampler: on diffusers' DPM-Solver flow grid)."""
+    model, xT = model_of(gmm, name, "vp-discrete"), x_T(8, seed=0)
+    solver = get_solver(f"{name}:grid={'flow_linspace' if _REGISTRY[name].flow_sampler else 'trailing'}")
     for nfe in range(solver.min_nfe, 21):
         check_spend(solver, model, nfe, xT)
 
 
 @pytest.mark.parametrize("name", SOLVERS)
 def test_budget_is_never_exceeded(gmm, x_T, name):
-    model, xT = gmm("vp-linear"), x_T(8, seed=0)
+    model, xT = model_of(gmm, name, "vp-linear"), x_T(8, seed=0)
     solver = get_solver(name)
     for nfe in sorted({solver.min_nfe, solver.min_nfe + 1, 7, 12}):
         if nfe < solver.min_nfe:

@@ -28,7 +28,7 @@ def test_malformed_specs(spec, pattern):
 
 def test_unknown_option_names_the_accepted_ones():
     with pytest.raises(SpecError, match=r"unknown option 'order' for solver 'dpmpp-2m'; accepted options: "
-                                        r"grid, lower_order_final, rho, solver_type"):
+                                        r"grid, lower_order_final, rho, shift, solver_type"):
         get_solver("dpmpp-2m:order=3")
 
 

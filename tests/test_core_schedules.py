@@ -11,6 +11,7 @@ from solvers.grids import ends_at_data
 F64 = torch.float64
 CONTINUOUS_GRIDS = ["time_uniform", "logSNR", "time_quadratic", "karras"]
 DIFFUSERS_GRIDS = ["leading", "trailing", "linspace"]
+FLOW_GRIDS = ["flow_euler", "flow_linspace", "flow_unipc"]   # rectified flow only (tests/test_flow.py)
 
 
 def close(a, b, tol):
@@ -62,6 +63,9 @@ def test_schedule_invariants(name):
     assert torch.all(torch.diff(s.lambda_(torch.linspace(s.t_min, s.T, 2001, dtype=F64))) < 0)
     if s.kind == "vp":
         close(a ** 2 + sg ** 2, np.ones(len(t)), 1e-14)
+    elif s.kind == "rf":   # rectified flow: alpha = 1 - t, sigma = t
+        close(a + sg, np.ones(len(t)), 1e-15)
+        close(sg, t, 0)
     else:
         close(a, np.ones(len(t)), 0)
         close(sg, t, 0)
@@ -134,6 +138,15 @@ def test_grids_decrease_with_exact_endpoints(name):
             assert len(g) == steps + 1 and float(g[-1]) == 0.0 and torch.all(g[1:] < g[:-1]), (grid_name, steps)
         with pytest.raises(ValueError, match="repeats a training step"):
             make_grid(grid_name, s, 1001)
+    for grid_name in FLOW_GRIDS:
+        if s.kind != "rf":
+            with pytest.raises(ValueError, match="needs a rectified-flow schedule"):
+                make_grid(grid_name, s, 10)
+            continue
+        assert ends_at_data(grid_name, s)
+        for steps in list(range(1, 41)) + [100, 500]:
+            g = make_grid(grid_name, s, steps)
+            assert len(g) == steps + 1 and float(g[-1]) == 0.0 and torch.all(g[1:] < g[:-1]), (grid_name, steps)
 
 
 def test_grid_errors():
@@ -141,4 +154,4 @@ def test_grid_errors():
         make_grid("nope", VE(), 10)
     with pytest.raises(ValueError, match="at least 1 step"):
         make_grid("logSNR", VE(), 0)
-    assert set(GRIDS) == set(CONTINUOUS_GRIDS + DIFFUSERS_GRIDS)
+    assert set(GRIDS) == set(CONTINUOUS_GRIDS + DIFFUSERS_GRIDS + FLOW_GRIDS)

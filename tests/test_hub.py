@@ -463,3 +463,85 @@ def test_cm_multistep_runs_from_the_cli(tmp_path, cm_dir, inception_weights):
     assert len(df) == 4 and (df["nfe_used"] == df["nfe"]).all() and df["fid"].notna().all()
     with pytest.raises(SpecError, match="NFE 41 exceeds this consistency model's 40-point sigma grid"):
         get_solver("cm-multistep").plan(load_model(f"hf:{cm_dir}").schedule, 41)
+
+
+# ------------------------------------------------------------------------------------- flow-matching models
+
+def _rectified_flow_or_skip():
+    from solvers.schedules import SCHEDULES
+    if "rectified-flow" not in SCHEDULES:
+        pytest.skip("solvers/schedules.py has no rectified-flow schedule yet")
+
+
+@pytest.fixture(scope="module")
+def flow_dir(tmp_path_factory):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    return make_checkpoint(tmp_path_factory.mktemp("flow"), seed=5, scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0))
+
+
+def test_flow_matching_checkpoint_is_a_rectified_flow(flow_dir):
+    """FlowMatchEulerDiscreteScheduler config: the rectified-flow schedule, the flow velocity as prediction, and the
+    network at the float time 1000 t, never truncated."""
+    _rectified_flow_or_skip()
+    model = load_model(f"hf:{flow_dir}", dtype=torch.float64)
+    assert model.prediction == "flow" and model.schedule.kind == "rf" and model.num_classes is None
+    assert model.feature_extractor == "inception-v3-compat"
+    unet = UNet2DModel.from_pretrained(flow_dir / "unet").double().eval()
+    x = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    t = torch.tensor([1.0, 0.12345, 0.001], dtype=torch.float64)
+    with torch.no_grad():
+        want = unet(x, (1000 * t).float(), return_dict=False)[0]
+        assert not torch.allclose(want, unet(x, (1000 * t).floor().float(), return_dict=False)[0])
+        torch.testing.assert_close(model.forward(x, t), want, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("steps", [1, 4])
+def test_flow_euler_matches_the_diffusers_flow_match_euler_loop(flow_dir, steps):
+    _rectified_flow_or_skip()
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    sched = FlowMatchEulerDiscreteScheduler.from_pretrained(str(flow_dir), subfolder="scheduler")
+    unet = UNet2DModel.from_pretrained(str(flow_dir), subfolder="unet").eval()
+    sched.set_timesteps(steps)
+    x_T = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    x = x_T.clone()
+    with torch.no_grad():
+        for t in sched.timesteps:
+            x = sched.step(unet(x, t).sample, t, x).prev_sample
+    model = load_model(f"hf:{flow_dir}")
+    solver = get_solver("flow-euler")
+    plan = solver.plan(model.schedule, steps)
+    torch.testing.assert_close(plan.grid.float(), sched.sigmas, atol=3e-8, rtol=0)
+    d = Denoiser(model, budget=steps)
+    with torch.no_grad():
+        mine = solver.sample(d, x_T, plan)
+    assert d.nfe == steps
+    torch.testing.assert_close(mine, x, atol=1e-4, rtol=1e-4)   # float32 network and steps on both sides
+
+
+@pytest.mark.parametrize("option,message", [
+    ({"shift": 3.0}, r"shift=3 is not supported as the model's default; .*ddim:shift=3"),
+    ({"use_dynamic_shifting": True}, "use_dynamic_shifting=True is not supported"),
+    ({"invert_sigmas": True}, "invert_sigmas=True is not supported"),
+])
+def test_flow_matching_configs_that_move_the_grid_are_refused(tmp_path, option, message):
+    _rectified_flow_or_skip()
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    make_checkpoint(tmp_path, scheduler=FlowMatchEulerDiscreteScheduler(**option))
+    with pytest.raises(SpecError, match=message) as e:
+        load_model(f"hf:{tmp_path}")
+    assert "\n" not in str(e.value)
+
+
+def test_sidecar_class_count_and_checksums(tmp_path):
+    """nfebench.json beside a checkpoint: its num_classes (11 embeddings, label 10 the null label) and the sha256 of
+    every file, checked on load."""
+    from models.hub import write_sidecar
+    make_checkpoint(tmp_path, num_class_embeds=11)
+    assert load_model(f"hf:{tmp_path}").num_classes == 11          # without it: every embedding is a class
+    write_sidecar(tmp_path, num_classes=10)
+    model = load_model(f"hf:{tmp_path}")
+    assert model.num_classes == 10 and model.feature_extractor == "inception-v3-compat"
+    sched = tmp_path / "scheduler" / "scheduler_config.json"
+    sched.write_text(sched.read_text().replace("0.02", "0.021"))
+    with pytest.raises(SpecError, match=r"scheduler_config\.json is corrupt: .* restore the checkpoint's files"):
+        load_model(f"hf:{tmp_path}")

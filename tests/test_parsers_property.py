@@ -27,11 +27,11 @@ SETTINGS = settings(max_examples=200, deadline=None, derandomize=True, database=
 
 SOLVERS = sorted(n for n in list_solvers() if _REGISTRY[n].__module__.startswith("solvers."))
 MODELS = sorted(m for m in list_models() if not m.startswith("hf:"))
-OPTION_KEYS = sorted({"grid", "rho", *(k for n in SOLVERS for k in _REGISTRY[n].defaults),
+OPTION_KEYS = sorted({"grid", "rho", "shift", *(k for n in SOLVERS for k in _REGISTRY[n].defaults),
                       *(k for m in MODELS for k in _MODELS[m][1])})
 TRICKY = ["nan", "-nan", "inf", "-inf", "1e308", "1e-320", "-1", "0", "1", "2", "3", "0.5", "true", "false", "yes",
           "1_000", "0x10", "3.8", "1e20", "100000000000000000000", " ", "", "=", ":", ",", "/", "0/22/39", "karras",
-          "logSNR", "leading", "ve", "vp-linear", "taylor", "bh2", "heun", "prk", "f-pndm", "float32", "x0", "v"]
+          "logSNR", "leading", "ve", "vp-linear", "rectified-flow", "flow", "taylor", "bh2", "heun", "prk", "f-pndm", "float32", "x0", "v"]
 
 option_values = st.one_of(st.sampled_from(TRICKY), st.sampled_from(sorted(GRIDS)), st.integers().map(str),
                           st.floats(allow_nan=True, allow_infinity=True).map(repr), st.text(max_size=8))
@@ -47,7 +47,7 @@ def _own_options(keys):
 
 solver_texts = st.one_of(
     st.sampled_from(SOLVERS).flatmap(   # the solver's own options: mostly reaching the value checks
-        lambda n: st.builds(_spec_text, st.just(n), _own_options({"grid", "rho", *_REGISTRY[n].defaults}))),
+        lambda n: st.builds(_spec_text, st.just(n), _own_options({"grid", "rho", "shift", *_REGISTRY[n].defaults}))),
     st.builds(_spec_text, st.sampled_from(SOLVERS), st.lists(st.tuples(st.sampled_from(OPTION_KEYS), option_values),
                                                                max_size=3)),
     st.builds(_spec_text, st.sampled_from(SOLVERS),
@@ -89,6 +89,7 @@ def _finite_unless_declared(solver) -> bool:
 @example("ddim:eta=nan")
 @example("ddim:eta=1e308")
 @example("heun:rho=inf")
+@example("flow-euler:shift=nan")
 @example("ode-dopri5:rtol=0")
 def test_get_solver_builds_a_valid_solver_or_refuses(text):
     try:

@@ -37,21 +37,23 @@ def test_unknown_key_and_bad_toml(tmp_path):
 def test_shipped_suites_parse():
     from bench.cli import _suite_path
     for name in ("quick", "standard", "time-shift-momentum", "consistency", "ctm-digits-flow", "digits-cd",
-                 "stochastic"):
+                 "stochastic", "flow"):
         spec = RunConfig.from_toml(_suite_path(name))
         assert spec.models and spec.solvers and spec.nfe
 
 
 def test_standard_suite_covers_the_registry_and_embedded_models():
     """`standard` = every fixed-budget solver on every embedded model, NFE 3..50, guidance 1 and a high value
-    (consistency samplers and the consistency model digits-cd excepted: suite digits-cd pairs them)."""
+    (consistency samplers and the consistency model digits-cd excepted: suite digits-cd pairs them; and the flow
+    samplers, which step a rectified flow's velocity and refuse the suite's VP models; the rectified-flow model
+    digits-fm is suite flow's)."""
     from bench.cli import _suite_path
     from models import list_models
     from solvers import get_solver, list_solvers
     spec = RunConfig.from_toml(_suite_path("standard"))
     shipped = {n for n in list_solvers() if type(get_solver(n)).__module__.startswith("solvers.")}  # no plugins
     fixed_budget = {n for n in shipped if not get_solver(n).adaptive
-                    and not get_solver(n).consistency_sampler}
+                    and not get_solver(n).consistency_sampler and not get_solver(n).flow_sampler}
     assert {s.split(":")[0] for s in spec.solvers} == fixed_budget   # plus option variants (guard=true)
     # the committed run holds every solver of the suite but those added since it was made: the two combinations
     # of the multistep core (issue 17) and issue 19's samplers, computed into results/standard by the regeneration
@@ -61,10 +63,33 @@ def test_standard_suite_covers_the_registry_and_embedded_models():
     committed = set(pd.read_csv(Path(__file__).parents[1] / "results" / "standard" / "results.csv").solver)
     assert set(spec.solvers) - committed == not_yet
     consistency_models = {"digits-cd"}          # run by the consistency samplers only (suite digits-cd)
+    flow_models = {"digits-fm"}                 # rectified flows: suite flow
     assert set(spec.models) == {m for m in list_models() if not m.startswith("hf:") and not m.endswith("-flow")
-                                and m not in consistency_models}
+                                and m not in consistency_models | flow_models}
     assert min(spec.nfe) == 3 and max(spec.nfe) == 50
     assert 1.0 in spec.guidance and max(spec.guidance) >= 4 and len(spec.seeds) == 3
+
+
+def test_flow_suite_covers_the_rectified_flow_models():
+    """`flow` = every fixed-budget solver but the consistency samplers (the flow samplers included) on digits-fm
+    and the exact oracles on the rectified-flow schedule, NFE 3..50, guidance 1 and 4, 3 seeds, plus shifted
+    variants paired with their unshifted solvers."""
+    from bench.cli import _suite_path
+    from bench.ratios import check_pairs
+    from models import model_options
+    from solvers import get_solver, list_solvers
+    spec = RunConfig.from_toml(_suite_path("flow"))
+    assert [model_options(m) for m in spec.models] == [
+        ("digits-fm", {"weights": ""}), ("gmm2d", {"schedule": "rectified-flow", "prediction": "flow"}),
+        ("digits-oracle", {"schedule": "rectified-flow"})]
+    shipped = {n for n in list_solvers() if type(get_solver(n)).__module__.startswith("solvers.")}  # no plugins
+    assert {s.split(":")[0] for s in spec.solvers} == {n for n in shipped if not get_solver(n).adaptive
+                                                      and not get_solver(n).consistency_sampler}
+    standard = RunConfig.from_toml(_suite_path("standard"))
+    assert set(standard.solvers) <= set(spec.solvers)
+    shifted = [s for s in spec.solvers if "shift=" in s]
+    assert shifted and {m for m, _ in check_pairs(spec.ratios, spec.solvers)} == set(shifted)
+    assert spec.nfe == [3, 4, 5, 6, 8, 10, 15, 20, 30, 50] and spec.guidance == [1.0, 4.0] and spec.seeds == [0, 1, 2]
 
 
 def test_consistency_suite_covers_the_flow_maps():

@@ -4,7 +4,8 @@
     python tests/data/make_sample_hashes.py --add      # appends the cases of specs added to SPECS since
 
 For every spec in SPECS (each built-in solver with default options, plus the options that select another code
-path), on `gmm2d` and `digits` (consistency samplers: `gmm2d-flow` and `digits-cd`), at three NFE (the three
+path), on `gmm2d` and `digits` (consistency samplers: `gmm2d-flow` and `digits-cd`; flow samplers: the exact flow
+models `gmm2d:schedule=rectified-flow,prediction=flow` and `digits-oracle:schedule=rectified-flow`), at three NFE (the three
 smallest of NFE_LADDER at or above the solver's min_nfe; a solver with a fixed NFE at that one only, an
 adaptive one (no budget: its samples do not depend on the NFE asked for) at the smallest only), guidance 1
 and 4 (unconditional and consistency models: 1 only), float32 and, on the 2-D models, float64 too: the sha256 of
@@ -44,7 +45,8 @@ GUIDANCES = (1.0, 4.0)
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 MODELS = ("gmm2d", "digits")
 CONSISTENCY_MODELS = ("gmm2d-flow", "digits-cd")      # for cm-multistep and ctm-gamma
-FLOAT64_MODELS = ("gmm2d", "gmm2d-flow")              # the 2-D models are also hashed in float64
+FLOW_MODELS = ("gmm2d:schedule=rectified-flow,prediction=flow", "digits-oracle:schedule=rectified-flow")  # flow-*
+FLOAT64_MODELS = ("gmm2d", "gmm2d-flow", FLOW_MODELS[0])   # the 2-D models are also hashed in float64
 RATIOS_SUFFIX = "@ratios"                             # spec form: DC solver with FIXED_RATIOS (no search)
 FIXED_RATIOS = (1.0, 1.0, 1.15, 0.9, 1.3, 0.85, 1.1, 0.95, 1.2, 1.05, 0.8, 1.25,
                 1.0, 1.1, 0.9, 1.05, 0.95, 1.2, 0.85, 1.15, 1.0, 0.9, 1.1, 1.05)
@@ -107,6 +109,9 @@ SPECS = [
     "restart", "restart:churn=10.0", "restart:intervals=4x1@0.3-1.0/3x2@0.06-0.3,s_noise=1.003",
     "deis", "deis:order=3", "deis:variant=logrho", "deis:order=2,variant=logrho", "deis:quadrature=reference",
     "deis:grid=logSNR", "deis:lower_order_final=false,variant=logrho", "deis:grid=trailing,variant=logrho",
+    # added with flow matching (issue 20): the flow samplers from t = 1 and on other grids, the shift option
+    "flow-euler", "flow-euler:shift=3.0", "flow-euler:grid=logSNR", "flow-heun", "flow-heun:shift=3.0",
+    "flow-heun:grid=flow_linspace",
 ]
 # specs renamed since the record was written (same method, same numbers): old name -> new name
 RENAMED = {"dpmpp-3m:solver_type=taylor": "dpmpp-3m:d2_weight=exact,solver_type=taylor"}
@@ -135,7 +140,7 @@ def make_solver(spec: str):
 
 def models_for(spec: str) -> tuple[str, ...]:
     solver = make_solver(spec)
-    pair = CONSISTENCY_MODELS if solver.consistency_sampler else MODELS
+    pair = CONSISTENCY_MODELS if solver.consistency_sampler else FLOW_MODELS if solver.flow_sampler else MODELS
     return tuple(m for m in pair if m in ONLY_MODELS.get(spec, pair))
 
 
