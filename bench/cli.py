@@ -1,4 +1,4 @@
-"""The `nfebench` command line: list, run, table, plot, train, calibrate."""
+"""The `nfebench` command line: list, run, table, plot, report, train, calibrate."""
 from __future__ import annotations
 
 import argparse
@@ -115,9 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--ray-address", dest="ray_address", help="a Ray cluster to join (default: a local Ray)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     run.add_argument("--no-plots", action="store_true")
+    run.add_argument("--no-report", action="store_true", help="do not write RUN/report.html")
 
-    tb = sub.add_parser("table", help="print the tables of a run")
-    tb.add_argument("run")
+    tb = sub.add_parser("table", help="print the tables of a run (or of several runs combined)")
+    tb.add_argument("run", nargs="+", help="run directories; several are combined, flagged NOT COMPARABLE when "
+                                           "their protocol cards differ")
     tb.add_argument("--metric", default="fid", choices=list(LOWER_IS_BETTER))   # every registered metric
     tb.add_argument("--format", default="md", choices=["md", "csv", "latex"])
     tb.add_argument("--ratio", action="append", default=None, metavar="MOD/BASE",
@@ -125,8 +127,22 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--changes", action="store_true",
                     help="FID change between consecutive NFEs with paired-bootstrap 95%% intervals (md or csv)")
 
-    pl = sub.add_parser("plot", help="draw the plots of a run")
-    pl.add_argument("run")
+    pl = sub.add_parser("plot", help="draw the plots of a run (or of several runs combined)")
+    pl.add_argument("run", nargs="+", help="run directories; several are combined (metric plots only, into --out)")
+    pl.add_argument("--solvers", help="draw only these solvers (comma-separated, as in the run)")
+    pl.add_argument("--format", default="png", choices=["png", "pdf", "svg"])
+    pl.add_argument("--label", action="append", default=None, metavar="MODEL=SHORT",
+                    help="a model's short name in titles and file names (repeatable; e.g. hf:/data/x=cifar10)")
+    pl.add_argument("--baseline", metavar="SOLVER",
+                    help="bands show each solver's paired difference (or ratio) to this solver, seed by seed")
+    pl.add_argument("--band", choices=["ci", "diff", "ratio"], default=None,
+                    help="ci: 95%% interval over seeds (default); diff, ratio: paired with --baseline (default diff)")
+    pl.add_argument("--out", help="folder for the figures (default: the run; needed for several runs)")
+
+    rp = sub.add_parser("report", help="write RUN/report.html: the run on one self-contained page (opens offline)")
+    rp.add_argument("run")
+    rp.add_argument("--no-figures", action="store_true",
+                    help="do not draw the leaders, heatmap and family figures first (the report shows what is there)")
 
     cal = sub.add_parser("calibrate", help="search DC-Solver compensation ratios (unipc+dc, dpmpp-2m+dc) into a file")
     cal.add_argument("spec", nargs="?", help="a TOML spec file or a shipped suite name: its DC solvers are calibrated")
@@ -238,6 +254,11 @@ def cmd_run(args) -> int:
             write_tables(df, spec.out, spec.ratios, log=log, fid_changes=spec.fid_changes)
             if not args.no_plots:
                 plot_run(spec.out)
+            if not args.no_report:
+                from .report import draw_figures, write_report
+                if not args.no_plots:
+                    draw_figures(spec.out)
+                report = write_report(spec.out)
     except OSError as e:   # a full disk, a file system gone read-only: stop the grid, keep the finished cells
         try:
             kept = len(list((Path(spec.out) / "cells").glob("*.json")))
@@ -248,14 +269,17 @@ def cmd_run(args) -> int:
                          f"in {spec.out} are kept: free space (or fix the file system) and rerun the same command "
                          "to resume") from None
     if not args.quiet:
+        from .protocol import read_card
         from .tables import to_markdown
         if len(df):
-            print(to_markdown(df, "fid"))
+            print(to_markdown(df, "fid", card=read_card(spec.out)))
             extra = "".join(f", {name}" for name, on in (("ratios.md", spec.ratios),
                                                           ("fid_changes.md", spec.fid_changes))
                             if on and (Path(spec.out) / name).is_file())
             plots = "" if args.no_plots else " and plots"
             print(f"wrote {spec.out}/results.csv, fid_vs_nfe.md, fid_vs_nfe.tex{extra}{plots}", file=sys.stderr)
+            if not args.no_report:
+                print(f"open {report} in a browser: the whole run on one page", file=sys.stderr)
             if not spec.fid_changes and (Path(spec.out) / "features").is_dir():
                 print(f"is a change between two NFEs real? nfebench table {spec.out} --changes", file=sys.stderr)
     if summary["failed"]:
@@ -287,18 +311,26 @@ def cmd_list(args) -> int:
 
 
 def cmd_table(args) -> int:
-    from .store import load_results
+    from .combine import load_runs
+    from .protocol import card_lines, flag
     from .tables import render
-    df = load_results(args.run)
-    if args.metric not in df.columns or df[args.metric].isna().all():
-        raise SpecError(f"run {args.run} has no values for metric '{args.metric}'")
+    runs = args.run
+    df, card = load_runs(runs)
+    where = " ".join(runs)
+    asked = args.metric in ((card or {}).get("metrics") or [])
+    if args.metric not in df.columns or (df[args.metric].isna().all() and not asked):
+        raise SpecError(f"run {where} has no values for metric '{args.metric}'")
+    if flag(card):
+        print(f"nfebench: warning: {flag(card)}", file=sys.stderr)
     if args.changes:
         from . import nfe_changes
         if args.ratio or args.metric != "fid" or args.format == "latex":
             raise SpecError("--changes prints the FID change between NFEs as md or csv; "
                             "it takes no --ratio, --metric or --format latex")
+        if len(runs) > 1:
+            raise SpecError("--changes reads one run's saved features; give one run directory")
         try:
-            print(nfe_changes.render(df, args.run, args.format), end="")
+            print(nfe_changes.render(df, runs[0], args.format), end="")
         except (nfe_changes.NoFeatures, ValueError) as e:
             raise SpecError(str(e)) from None
     elif args.ratio:
@@ -308,13 +340,37 @@ def cmd_table(args) -> int:
                             f"{ratios.no_pairs_reason(df, args.ratio, args.metric)}")
         print(ratios.render(df, args.ratio, args.metric, args.format), end="")
     else:
-        print(render(df, args.metric, args.format), end="")
+        print(render(df, args.metric, args.format, card=card), end="")
+        if args.format == "csv" and card:   # the card beside the CSV, which must stay plain
+            print("\n".join(f"protocol: {line}" for line in card_lines(card)), file=sys.stderr)
     return 0
 
 
 def cmd_plot(args) -> int:
-    from .plots import plot_run
-    for p in plot_run(args.run):
+    from .combine import load_runs
+    from .plots import parse_labels, plot_runs, select_solvers
+    from .protocol import flag
+    from .spec import split_specs
+    runs = args.run
+    if len(set(runs)) > 1 and not args.out:
+        raise SpecError("plotting several runs writes their combined figures to --out DIR; give one")
+    if args.band in ("diff", "ratio") and not args.baseline:
+        raise SpecError(f"--band {args.band} pairs each solver with a baseline: give --baseline SOLVER")
+    if args.baseline and args.band == "ci":
+        raise SpecError("--baseline draws paired bands: --band diff or ratio (or no --band: diff)")
+    df, card = load_runs(runs)   # everything named is checked against the results before any drawing
+    solvers = split_specs(args.solvers) if args.solvers else None
+    select_solvers(df, solvers)
+    baseline = select_solvers(df, [args.baseline])["solver"].iloc[0] if args.baseline else None
+    labels = parse_labels(args.label, list(dict.fromkeys(df["model"])))
+    if flag(card):
+        print(f"nfebench: warning: {flag(card)}", file=sys.stderr)
+    if args.out:
+        from .spec import check_output_dir
+        check_output_dir(args.out, "--out")
+    band = args.band or ("diff" if baseline else "ci")
+    for p in plot_runs(runs, args.out, solvers=solvers, fmt=args.format, labels=labels, baseline=baseline,
+                       band=band):
         print(p)
     return 0
 
@@ -374,8 +430,21 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .report import draw_figures, write_report
+    run = Path(args.run)
+    if not (run / "cells").is_dir() and not (run / "results.csv").is_file():
+        raise SpecError(f"no run at {args.run}: a run directory holds cells/ or results.csv (nfebench run writes it)")
+    if not args.no_figures:
+        note = draw_figures(run)
+        if note:
+            print(f"nfebench: note: {note}", file=sys.stderr)
+    print(write_report(run))
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "list": cmd_list, "table": cmd_table, "plot": cmd_plot, "train": cmd_train,
-            "calibrate": cmd_calibrate}
+            "calibrate": cmd_calibrate, "report": cmd_report}
 
 
 def main(argv=None) -> int:

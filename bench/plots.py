@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -46,28 +47,107 @@ def fit_slope(nfe, err) -> float:
     return float(np.polyfit(np.log(nfe[ok]), np.log(err[ok]), 1)[0])
 
 
-def metric_vs_nfe(df, metric: str, out_dir: Path, loglog: bool | None = None) -> list[Path]:
-    """One figure per (model, guidance): metric against NFE, one line per solver, 95% band over seeds."""
+def select_solvers(df, solvers):
+    """The rows of the named solvers (specs as in the run, or any spelling that resolves to one); an unknown one
+    is bad input, named with what the run has."""
+    if not solvers:
+        return df
+    from solvers.options import SpecError
+
+    from .ratios import _canonical
+    have = list(dict.fromkeys(df["solver"]))
+    want = []
+    for s in solvers:
+        name = s if s in have else _canonical(s)
+        if name not in have:
+            raise SpecError(f"solver '{s}' is not in the run; it has: {', '.join(have)}")
+        want.append(name)
+    return df[df["solver"].isin(want)]
+
+
+def parse_labels(items, models) -> dict:
+    """['hf:/data/ddpm-cifar10-32=cifar10', ...] -> {model: label}: the short names titles and file names use."""
+    from solvers.options import SpecError
+    out = {}
+    for item in items or ():
+        model, sep, label = str(item).rpartition("=")
+        if not sep or not model or not label.strip():
+            raise SpecError(f"bad --label '{item}'; accepted: MODEL=SHORT, MODEL one of {', '.join(models)}")
+        if model not in models:
+            raise SpecError(f"--label '{item}': model '{model}' is not in the run; it has: {', '.join(models)}")
+        out[model] = label.strip()
+    return out
+
+
+BANDS = ("ci", "diff", "ratio")
+
+
+def paired(df, metric: str, baseline: str, band: str):
+    """Rows whose metric is replaced by its paired comparison with the baseline on the same seed (same x_T):
+    metric - metric(baseline) ('diff') or metric / metric(baseline) ('ratio'); their mean and t-interval over
+    seeds then show what the seeds' spread of each solver alone hides."""
+    keys = ["model", "guidance", "nfe", "seed"]
+    base = df[df["solver"] == baseline][keys + [metric]].rename(columns={metric: "_base"})
+    m = df.merge(base, on=keys)
+    m[metric] = m[metric] - m["_base"] if band == "diff" else m[metric] / m["_base"]
+    return m.drop(columns="_base")
+
+
+def _short_nfe(df) -> set:
+    """(model, guidance, solver, nfe) of the cells that spent fewer NFE than their column's budget."""
+    if "nfe_used" not in df.columns:
+        return set()
+    short = df[df["nfe_used"] < df["nfe"]]
+    return set(zip(short["model"], short["guidance"], short["solver"], short["nfe"]))
+
+
+def metric_vs_nfe(df, metric: str, out_dir: Path, loglog: bool | None = None, *, fmt: str = "png",
+                  labels: dict | None = None, baseline: str | None = None, band: str = "ci",
+                  card: dict | None = None) -> list[Path]:
+    """One figure per (model, guidance): metric against NFE, one line per solver, 95% band over seeds (band
+    'ci'), or each solver's paired difference or ratio to `baseline` seed by seed ('diff', 'ratio') with its
+    95% band. A point whose cell spent fewer NFE than its budget is hollow; a combined card whose runs differ
+    puts its NOT COMPARABLE line over the figure. Files `<metric>[_<band>-vs-<baseline>]_<model>_g<g>.<fmt>`,
+    the model under its label when `labels` gives one."""
+    from .protocol import flag
+    labels = labels or {}
+    within = within_budget(df)   # adaptive cells over their budget are no point of a budget line
+    short = _short_nfe(within)
+    data = paired(within, metric, baseline, band) if baseline and band != "ci" else within
+    s = summarize(data, metric)
+    name = METRIC_NAMES.get(metric, metric)
     paths = []
-    s = summarize(within_budget(df), metric)   # adaptive cells over their budget are no point of a budget line
     for (model, g), part in s.groupby(["model", "guidance"], sort=True):
         if part["mean"].notna().sum() == 0:
             continue
         fig, ax = plt.subplots(figsize=(7.5, 4.8))
         positive = (part["mean"].dropna() > 0).all()
-        logy = bool((loglog if loglog is not None else positive) and positive)
+        logy = bool((loglog if loglog is not None else positive) and positive) and band != "diff"
+        if band != "ci":
+            ax.axhline(0.0 if band == "diff" else 1.0, color=style(baseline)["color"], lw=1.2, ls="--",
+                       label=f"{baseline} (baseline)")
+        hollow = False
         for solver, line in part.groupby("solver", sort=False):
+            if band != "ci" and solver == baseline:
+                continue
             line = line.sort_values("nfe")
             st = style(solver)
             label = solver
-            if metric == "traj_rmse":
+            if metric == "traj_rmse" and band == "ci":
                 label = f"{solver} (slope {fit_slope(line['nfe'], line['mean']):.2f})"
             ax.plot(line["nfe"], line["mean"], label=label, lw=1.6, ms=5, **st)
+            few = line[[(model, g, solver, n) in short for n in line["nfe"]]]
+            if len(few):   # hollow: the cell spent fewer NFE than its column
+                hollow = True
+                ax.plot(few["nfe"], few["mean"], ls="none", marker=st["marker"], ms=5, mfc="white",
+                        mec=st["color"], mew=1.3)
             if line["ci95"].notna().any():
                 lo = line["mean"] - line["ci95"]
                 if logy:  # an interval reaching zero has no place on a log axis: leave a gap, not a smear
                     lo = lo.where(lo > 0)
                 ax.fill_between(line["nfe"], lo, line["mean"] + line["ci95"], color=st["color"], alpha=0.15, lw=0)
+        if hollow:
+            ax.plot([], [], ls="none", marker="o", mfc="white", mec="0.3", label="hollow: fewer NFE than its column")
         ax.set_xscale("log")
         if logy:
             ax.set_yscale("log")
@@ -76,15 +156,21 @@ def metric_vs_nfe(df, metric: str, out_dir: Path, loglog: bool | None = None) ->
         ax.set_xticklabels([str(n) for n in nfes])
         ax.minorticks_off() if len(nfes) > 1 else None
         ax.set_xlabel("NFE (network evaluations)")
-        name = METRIC_NAMES.get(metric, metric)
         better = "lower is better" if LOWER_IS_BETTER.get(metric, True) else "higher is better"
-        ax.set_ylabel(f"{name} ({better})")
+        ylabel = {"ci": f"{name} ({better})",
+                  "diff": f"{name} − {name} of {baseline}, paired by seed ({better})",
+                  "ratio": f"{name} / {name} of {baseline}, paired by seed ({better})"}[band]
+        ax.set_ylabel(ylabel)
         gtxt = f", guidance {g:g}" if g != 1 else ""
-        ax.set_title(f"{name} vs NFE — {model}{gtxt}")
+        what = name if band == "ci" else f"{name} {'difference' if band == 'diff' else 'ratio'} to {baseline}"
+        ax.set_title(f"{what} vs NFE — {labels.get(model, model)}{gtxt}")
+        if flag(card):
+            fig.suptitle(textwrap.fill(flag(card), 110), color="firebrick", fontsize=7.5, x=0.02, ha="left")
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=7.5, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
         fig.tight_layout()
-        path = out_dir / f"{_slug(metric, model, 'g' + format(g, 'g'))}.png"
+        mode = [] if band == "ci" else [f"{band}-vs-{baseline}"]
+        path = out_dir / f"{_slug(metric, *mode, labels.get(model, model), 'g' + format(g, 'g'))}.{fmt}"
         fig.savefig(path, dpi=130, bbox_inches="tight")
         plt.close(fig)
         paths.append(path)
@@ -92,7 +178,7 @@ def metric_vs_nfe(df, metric: str, out_dir: Path, loglog: bool | None = None) ->
 
 
 def sample_grid(df, store, out_dir: Path, max_solvers: int = 30, per_cell: int = 8,
-                max_point_columns: int = 6) -> list[Path]:
+                max_point_columns: int = 6, *, fmt: str = "png", labels: dict | None = None) -> list[Path]:
     """Image models: rows solvers, columns NFE, same noise (seed of the first cells), `per_cell` images in two
     rows per cell. gmm2d: samples over the true density, one panel per NFE for each solver (at most
     `max_point_columns` NFE values, spread over the list, so the figure stays readable)."""
@@ -108,15 +194,16 @@ def sample_grid(df, store, out_dir: Path, max_solvers: int = 30, per_cell: int =
         get = {}
         for _, r in part.iterrows():
             get[(r["solver"], int(r["nfe"]))] = row_key(r)
-        tag = _slug("samples", model_spec, "g" + format(g, "g"))
+        shown = (labels or {}).get(model_spec, model_spec)
+        tag = _slug("samples", shown, "g" + format(g, "g"))
         if len(model.shape) == 3:
-            paths.append(_image_grid(model, store, get, solvers, nfes, per_cell, out_dir / f"{tag}.png",
-                                     f"{model_spec}, guidance {g:g}"))
+            paths.append(_image_grid(model, store, get, solvers, nfes, per_cell, out_dir / f"{tag}.{fmt}",
+                                     f"{shown}, guidance {g:g}"))
         elif model.shape == (2,):
             if len(nfes) > max_point_columns:
                 nfes = [nfes[round(i)] for i in np.linspace(0, len(nfes) - 1, max_point_columns)]
-            paths.append(_points_grid(model, store, get, solvers, nfes, out_dir / f"{tag}.png",
-                                      f"{model_spec}"))
+            paths.append(_points_grid(model, store, get, solvers, nfes, out_dir / f"{tag}.{fmt}",
+                                      f"{shown}"))
     return paths
 
 
@@ -199,18 +286,48 @@ def _points_grid(model, store, get, solvers, nfes, path, title):
     return path
 
 
-def plot_run(run_dir, metrics=None) -> list[Path]:
+def plot_run(run_dir, metrics=None, *, out_dir=None, solvers=None, fmt: str = "png", labels: dict | None = None,
+             baseline: str | None = None, band: str = "ci", card: dict | None = None) -> list[Path]:
     """A metric-vs-NFE figure per metric the run has (default: those registered with table=True: FID,
-    trajectory RMSE, conditional accuracy, precision, recall), then the sample grids."""
-    from .metric_families import METRICS, tabled_metrics
+    trajectory RMSE, conditional accuracy, precision, recall), then the sample grids, into the run (or
+    `out_dir`). Options as `metric_vs_nfe`'s; `solvers` a subset of the run's."""
+    from .protocol import read_card
     from .store import RunStore, load_results
     run_dir = Path(run_dir)
+    out = Path(out_dir) if out_dir is not None else run_dir
+    out.mkdir(parents=True, exist_ok=True)
     df = load_results(run_dir)
+    card = card if card is not None else read_card(run_dir)
+    paths = plot_frame(df, out, metrics, solvers=solvers, fmt=fmt, labels=labels, baseline=baseline,
+                       band=band, card=card)
+    paths += sample_grid(select_solvers(df, solvers), RunStore(run_dir), out, fmt=fmt, labels=labels)
+    return paths
+
+
+def plot_runs(run_dirs, out_dir=None, metrics=None, **options) -> list[Path]:
+    """One run: `plot_run` (into the run, or `out_dir`). Several: their combined results' metric figures in
+    `out_dir` (bench/combine.py), flagged NOT COMPARABLE when their protocol cards differ; no sample grids."""
+    from .combine import load_runs
+    if len(set(map(str, run_dirs))) == 1:
+        return plot_run(run_dirs[0], metrics, out_dir=out_dir, **options)
+    df, card = load_runs(run_dirs)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return plot_frame(df, out, metrics, card=card, **options)
+
+
+def plot_frame(df, out_dir: Path, metrics=None, *, solvers=None, baseline=None, band="ci", **options) -> list[Path]:
+    """The metric-vs-NFE figures of a results frame (every tabled metric it has, or `metrics`)."""
+    from .metric_families import METRICS, tabled_metrics
+    if baseline is not None:
+        select_solvers(df, [baseline])   # named in the run, before any drawing
+    keep = None if not solvers else list(select_solvers(df, solvers)["solver"].unique()) + \
+        ([] if baseline is None else list(select_solvers(df, [baseline])["solver"].unique()))
+    part = df if keep is None else df[df["solver"].isin(keep)]
     paths = []
     for m in tabled_metrics() if metrics is None else metrics:
-        if m in df.columns and df[m].notna().any():
+        if m in part.columns and part[m].notna().any():
             # 'small' values (trajectory error) on a log axis; fractions (accuracy) read best on a linear 0..1 one
             log_y = {"small": True, "fraction": False}.get(METRICS[m].scale if m in METRICS else "auto")
-            paths += metric_vs_nfe(df, m, run_dir, loglog=log_y)
-    paths += sample_grid(df, RunStore(run_dir), run_dir)
+            paths += metric_vs_nfe(part, m, out_dir, loglog=log_y, baseline=baseline, band=band, **options)
     return paths

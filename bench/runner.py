@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import math
 import platform
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
@@ -35,6 +33,7 @@ from .executors import check_executor, make_executor
 from .metric_families import CellResult, compute_metrics
 from .memory import check_cell_memory
 from .preflight import preflight
+from .protocol import device_name, fid_dimension_warnings, git_commit, package_versions, protocol_card
 from .nfe_changes import reference_moments, save_reference
 from .identity import cell_identity, differences, identity_hash
 from .shard import DTYPES, ShardTask, class_labels, initial_noise, worker_model
@@ -173,6 +172,9 @@ class Runner:
         cells, notes = plan(self.spec, self.model)
         for n in notes:
             self.log(f"note: {n}")
+        card = protocol_card(self.spec, self.model)   # run.json's "protocol": what the numbers were measured under
+        for w in fid_dimension_warnings(card):
+            self.log(f"warning: {w}")
         self.store.ensure()
         self.check_directory(cells)
         meta = self.store.read_meta()
@@ -183,7 +185,7 @@ class Runner:
         # leaves it as the run that did
         record = bool(todo) or not meta
         if record:
-            self.store.write_meta(_run_meta(self.spec, started, None))
+            self.store.write_meta(_run_meta(self.spec, started, None, card))
         self.log(f"{len(cells)} cells: {done} already done, {len(todo)} to run -> {self.store.root}")
         failed = []
         bar = self.progress(total=len(todo)) if self.progress else None
@@ -207,7 +209,7 @@ class Runner:
             self.store.forget_rows()  # reread cells/: another process may have finished some of them
             df = self.store.write_results()   # once per run, and on an interrupt
         if record:
-            self.store.write_meta(_run_meta(self.spec, started, _now()))
+            self.store.write_meta(_run_meta(self.spec, started, _now(), card))
         return {"cells": len(cells), "ran": len(todo) - len(failed), "skipped": done, "failed": failed,
                 "results": df}
 
@@ -353,36 +355,10 @@ def _now():
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _run_meta(spec: RunConfig, started, finished) -> dict:
-    return {"spec": spec.to_dict(), "started": started, "finished": finished, "versions": _versions(),
-            "git_commit": _git_commit(), "device": _device(spec.device), "python": sys.version.split()[0],
+def _run_meta(spec: RunConfig, started, finished, card: dict | None = None) -> dict:
+    meta = {"spec": spec.to_dict(), "started": started, "finished": finished, "versions": package_versions(),
+            "git_commit": git_commit(), "device": device_name(spec.device), "python": sys.version.split()[0],
             "platform": platform.platform(), "command": " ".join(sys.argv)}
-
-
-def _versions():
-    out = {}
-    for pkg in ("nfebench", "torch", "numpy", "torchdiffeq", "torch-fidelity", "pandas", "diffusers"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
-
-
-def _git_commit():
-    try:
-        here = Path(__file__).resolve().parent
-        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        if r.returncode == 0:
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                                   capture_output=True, text=True, timeout=5).stdout.strip()
-            return r.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return None
-
-
-def _device(dev):
-    if str(dev).startswith("cuda") and torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    if card is not None:
+        meta["protocol"] = card
+    return meta

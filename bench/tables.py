@@ -62,38 +62,124 @@ def _fmt(v, metric):
     return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
 
 
+def mean_pm(m, c, metric, pm="±", latex=False) -> str:
+    """Mean ± half-width with consistent digits: the half-width to 2 significant digits and the mean rounded to
+    the same decimal place ('12.0 ± 2.0', '4.26 ± 0.58'); small values share a power of ten. Without an
+    interval, the metric's own format."""
+    if not (isinstance(c, (int, float)) and math.isfinite(c)) or not math.isfinite(m):
+        return _fmt(m, metric)
+    scale = METRICS[metric].scale if metric in METRICS else "auto"
+    top = max(abs(m), abs(c))
+    exp = math.floor(math.log10(top)) if scale == "small" and 0 < top < 1e-3 else 0
+    m, c = m / 10 ** exp, c / 10 ** exp
+    if c == 0:
+        text = f"{_fmt(m, metric)} {pm} 0"
+    else:
+        d = 1 - math.floor(math.log10(abs(c)))
+        c = round(c, d)
+        d = 1 - math.floor(math.log10(abs(c)))     # 9.96 rounds up to 10: two digits are now 10
+        c, dec = round(c, d), max(d, 0)
+        text = f"{round(m, d) + 0.0:.{dec}f} {pm} {c:.{dec}f}"
+    if exp:
+        text = f"({text})$\\times 10^{{{exp}}}$" if latex else f"({text})e{exp}"
+    return text
+
+
 def _cell_text(m, c, d, metric, pm="±"):
     if isinstance(m, float) and math.isnan(m):
         return "–" if not (d and d > 0) else "div"
-    text = _fmt(m, metric)
-    if isinstance(c, float) and not math.isnan(c):
-        text += f" {pm} {_fmt(c, metric)}"
+    text = mean_pm(m, c, metric, pm, latex=pm != "±")
     if d and d > 0:
         text += f" ({d:.0%} div)" if pm == "±" else f" ({d * 100:.0f}\\% div)"
     return text
 
 
-def to_markdown(df: pd.DataFrame, metric: str = "fid") -> str:
-    parts = []
+def _marks(df: pd.DataFrame, metric: str, model, g, card=None):
+    """Per (solver, nfe) of one table: the NFE a cell used when below its column's budget, and the cells whose
+    rows exist with the metric missing on every seed for a reason other than divergence ('n/a' cells: no
+    sample diverged, or the protocol says why the metric cannot be computed)."""
+    from .protocol import why_missing
+    part = df[(df["model"] == model) & (df["guidance"] == g)]
+    reason = why_missing(card, model, metric)
+    used, na = {}, set()
+    for (solver, nfe), cell in part.groupby(["solver", "nfe"], sort=False):
+        if "nfe_used" in cell.columns and (cell["nfe_used"] < nfe).any():
+            lo, hi = int(cell["nfe_used"].min()), int(cell["nfe_used"].max())
+            used[solver, nfe] = str(lo) if lo == hi else f"{lo}-{hi}"
+        if cell[metric].isna().all() and (reason or (cell["diverged_frac"].fillna(0) == 0).all()):
+            na.add((solver, nfe))
+    return used, na
+
+
+USED_NOTE = ("† the solver spent fewer NFE than its column's budget (the number after †): its steps cannot spend "
+             "the whole budget")
+
+
+def _footnotes(metric, model, used, na, card) -> list[str]:
+    from . import protocol
+    notes = [USED_NOTE] if used else []
+    if na:
+        name = METRIC_NAMES.get(metric, metric)
+        if not card:
+            notes.append(f"n/a: {name} was not computed for these cells")
+        elif metric not in (card.get("metrics") or [metric]):
+            notes.append(f"n/a: {name} was not asked for in this run")
+        else:
+            why = protocol.why_missing(card, model, metric)
+            notes.append(f"n/a: {name} was asked for and could not be computed" + (f": {why}" if why else ""))
+    if metric == "fid" and card:
+        notes += [w for w in protocol.fid_dimension_warnings(card) if w.startswith(f"FID of {model} over")]
+    return notes
+
+
+def _all_na(mean, div, na) -> bool:
+    """Every cell of the table is n/a or absent (no rows): the table says so in one line instead."""
+    return bool(na) and all((s, c) in na or (pd.isna(mean.at[s, c]) and pd.isna(div.at[s, c]))
+                            for s in mean.index for c in mean.columns)
+
+
+def _intro(df, metric):
     seeds = df["seed"].nunique()
+    note = "lower is better" if LOWER_IS_BETTER.get(metric, True) else "higher is better"
+    extra = f"; mean ± 95% interval over {seeds} seeds" if seeds > 1 else ""
+    return f"Best per column in **bold** ({note}{extra})."
+
+
+def to_markdown(df: pd.DataFrame, metric: str = "fid", card: dict | None = None) -> str:
+    """Markdown tables, one per model and guidance. With a protocol card (bench/protocol.py) each carries the
+    card as its caption, and a combined card's NOT COMPARABLE flag as its first line."""
+    from . import protocol
+    parts = []
     over = df[over_budget(df)] if "nfe_used" in df.columns else df.iloc[:0]
-    for (model, g), mean, ci, div in pivot_tables(within_budget(df), metric):
+    within = within_budget(df)
+    for (model, g), mean, ci, div in pivot_tables(within, metric):
         best = _best(mean, metric)
         cols = list(mean.columns)
+        used, na = _marks(within, metric, model, g, card)
         lines = [f"### {title(model, g, metric)}", ""]
-        note = "lower is better" if LOWER_IS_BETTER.get(metric, True) else "higher is better"
-        extra = f"; mean ± 95% interval over {seeds} seeds" if seeds > 1 else ""
-        lines.append(f"Best per column in **bold** ({note}{extra}).")
-        lines.append("")
-        lines.append("| solver | " + " | ".join(f"NFE {c}" for c in cols) + " |")
-        lines.append("|---|" + "---:|" * len(cols))
-        for solver in mean.index:
-            cells = []
-            for c in cols:
-                t = _cell_text(mean.at[solver, c], ci.at[solver, c], div.at[solver, c], metric)
-                cells.append(f"**{t}**" if best.at[solver, c] else t)
-            lines.append(f"| {solver} | " + " | ".join(cells) + " |")
-        parts.append("\n".join(lines))
+        if protocol.flag(card):
+            lines += [f"**{protocol.flag(card)}**", ""]
+        all_na = _all_na(mean, div, na)
+        if not all_na:
+            lines += [_intro(df, metric), ""]
+            lines.append("| solver | " + " | ".join(f"NFE {c}" for c in cols) + " |")
+            lines.append("|---|" + "---:|" * len(cols))
+            for solver in mean.index:
+                cells = []
+                for c in cols:
+                    t = "n/a" if (solver, c) in na else \
+                        _cell_text(mean.at[solver, c], ci.at[solver, c], div.at[solver, c], metric)
+                    if (solver, c) in used:
+                        t += f" †{used[solver, c]}"
+                    cells.append(f"**{t}**" if best.at[solver, c] else t)
+                lines.append(f"| {solver} | " + " | ".join(cells) + " |")
+            lines.append("")
+        notes = _footnotes(metric, model, used if not all_na else {}, na, card)
+        lines += [n + ("" if n.endswith(".") else ".") for n in notes]
+        cap = protocol.caption(card, "md", models=[model], solvers=list(mean.index))
+        if cap:
+            lines += ([""] if notes else []) + [f"_{cap}_"]
+        parts.append("\n".join(lines).rstrip("\n"))
     if len(over) and metric in over.columns:
         parts.append(_over_budget_markdown(over, metric))
     return "\n\n".join(parts) + "\n"
@@ -114,7 +200,8 @@ def _over_budget_markdown(over: pd.DataFrame, metric: str) -> str:
     return "\n".join(lines)
 
 
-def to_csv(df: pd.DataFrame, metric: str = "fid") -> str:
+def to_csv(df: pd.DataFrame, metric: str = "fid", card: dict | None = None) -> str:
+    """The summary as CSV (the card is not in it: `nfebench table` prints the card on stderr)."""
     s = summarize(within_budget(df), metric)
     s["over_budget"] = False
     over = df[over_budget(df)] if "nfe_used" in df.columns else df.iloc[:0]
@@ -125,23 +212,42 @@ def to_csv(df: pd.DataFrame, metric: str = "fid") -> str:
     return s.to_csv(index=False)
 
 
-def to_latex(df: pd.DataFrame, metric: str = "fid") -> str:
-    """booktabs tables, one per model and guidance; best per column in bold; needs \\usepackage{booktabs}."""
+def to_latex(df: pd.DataFrame, metric: str = "fid", card: dict | None = None) -> str:
+    """booktabs tables, one per model and guidance; an NFE header row over the budget columns, best per column
+    in bold, footnote rows under the rule; a ready \\caption (commented out) with the protocol card.
+    Needs \\usepackage{booktabs}."""
+    from . import protocol
     parts = []
-    for (model, g), mean, ci, div in pivot_tables(within_budget(df), metric):
+    within = within_budget(df)
+    for (model, g), mean, ci, div in pivot_tables(within, metric):
         best = _best(mean, metric)
-        cols = list(mean.columns)
-        lines = [f"% {title(model, g, metric)}", "\\begin{tabular}{l" + "r" * len(cols) + "}", "\\toprule",
-                 "Solver & " + " & ".join(f"{c}" for c in cols) + " \\\\",
-                 "\\midrule"]
+        cols, n = list(mean.columns), len(mean.columns)
+        used, na = _marks(within, metric, model, g, card)
+        head = title(model, g, metric)
+        intro = _intro(df, metric).replace("**bold**", "bold")
+        cap = tex_escape(f"{head.replace('—', '---')}. {intro}").replace("±", "$\\pm$")
+        card_cap = protocol.caption(card, "latex", models=[model], solvers=list(mean.index))
+        lines = [f"% {head}", f"% \\caption{{{cap}{' ' + card_cap if card_cap else ''}}}",
+                 "\\begin{tabular}{l" + "r" * n + "}", "\\toprule"]
+        if protocol.flag(card):   # visible in the typeset table, not only in the source
+            lines.append(f"\\multicolumn{{{n + 1}}}{{l}}{{\\textbf{{{tex_escape(protocol.flag(card))}}}}} \\\\")
+        lines += [f" & \\multicolumn{{{n}}}{{c}}{{NFE}} \\\\", f"\\cmidrule(lr){{2-{n + 1}}}",
+                  "Solver & " + " & ".join(f"{c}" for c in cols) + " \\\\", "\\midrule"]
         for solver in mean.index:
             cells = []
             for c in cols:
-                t = _cell_text(mean.at[solver, c], ci.at[solver, c], div.at[solver, c], metric, pm="$\\pm$")
+                t = "n/a" if (solver, c) in na else \
+                    _cell_text(mean.at[solver, c], ci.at[solver, c], div.at[solver, c], metric, pm="$\\pm$")
                 t = t.replace("–", "--")
+                if (solver, c) in used:
+                    t += f"$^{{\\dagger {used[solver, c]}}}$"
                 cells.append(f"\\textbf{{{t}}}" if best.at[solver, c] else t)
             lines.append(tex_escape(solver) + " & " + " & ".join(cells) + " \\\\")
-        lines += ["\\bottomrule", "\\end{tabular}"]
+        lines.append("\\bottomrule")
+        for note in _footnotes(metric, model, used, na, card):
+            note = tex_escape(note).replace("†", "$^\\dagger$")
+            lines.append(f"\\multicolumn{{{n + 1}}}{{l}}{{\\footnotesize {note}}} \\\\")
+        lines.append("\\end{tabular}")
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 
@@ -149,19 +255,23 @@ def to_latex(df: pd.DataFrame, metric: str = "fid") -> str:
 FORMATS = {"md": to_markdown, "csv": to_csv, "latex": to_latex}
 
 
-def render(df: pd.DataFrame, metric: str = "fid", fmt: str = "md") -> str:
-    return FORMATS[fmt](df, metric)
+def render(df: pd.DataFrame, metric: str = "fid", fmt: str = "md", card: dict | None = None) -> str:
+    return FORMATS[fmt](df, metric, card=card)
 
 
-def write_tables(df: pd.DataFrame, run_dir, ratio_pairs=(), log=None, fid_changes=False) -> None:
-    """fid_vs_nfe.md (FID, then each other metric registered with table=True that the run has: trajectory
-    error, conditional accuracy, precision, recall), fid_vs_nfe.tex, ratios.md when the
+def write_tables(df: pd.DataFrame, run_dir, ratio_pairs=(), log=None, fid_changes=False, card=None) -> None:
+    """fid_vs_nfe.md (FID, then each other metric registered with table=True that the run has or asked for:
+    trajectory error, conditional accuracy, precision, recall), fid_vs_nfe.tex, ratios.md when the
     spec names ratio pairs (those whose two solvers are both in the results), and fid_changes.md (paired
-    FID changes between NFEs) when asked for."""
+    FID changes between NFEs) when asked for. Every table carries the protocol card (`card`, default the run's
+    own from run.json) as its caption."""
     from pathlib import Path
 
     from . import ratios
+    from .protocol import read_card
     from .store import atomic_write
+    card = card if card is not None else read_card(run_dir)
+    asked = set((card or {}).get("metrics") or [])
     present = set(df["solver"])
     pairs = [p for p in ratio_pairs if all(s in present or ratios._canonical(s) in present
                                            for s in ratios.parse_pair(p))]
@@ -172,12 +282,12 @@ def write_tables(df: pd.DataFrame, run_dir, ratio_pairs=(), log=None, fid_change
         if "cond_acc" in df.columns and df["cond_acc"].notna().any():
             text += "\n" + ratios.to_markdown(df, pairs, "cond_acc")
         atomic_write(Path(run_dir) / "ratios.md", f"# Paired ratios, modified / base\n\n{text}")
-    text = to_markdown(df, HEADLINE)
-    for metric in tabled_metrics():
-        if metric != HEADLINE and metric in df.columns and df[metric].notna().any():
-            text += "\n" + to_markdown(df, metric)
+    text = to_markdown(df, HEADLINE, card=card)
+    for metric in tabled_metrics():   # a metric asked for and never computed says so, never a silent blank
+        if metric != HEADLINE and metric in df.columns and (df[metric].notna().any() or metric in asked):
+            text += "\n" + to_markdown(df, metric, card=card)
     atomic_write(Path(run_dir) / "fid_vs_nfe.md", f"# FID-vs-NFE tables\n\n{text}")
-    atomic_write(Path(run_dir) / "fid_vs_nfe.tex", to_latex(df, HEADLINE))  # booktabs, for a paper
+    atomic_write(Path(run_dir) / "fid_vs_nfe.tex", to_latex(df, HEADLINE, card=card))  # booktabs, for a paper
     if fid_changes and "fid" in df.columns and df["fid"].notna().any():
         from .nfe_changes import write_changes
         write_changes(df, run_dir, log=log)

@@ -33,8 +33,8 @@ def test_markdown_marks_best_per_column():
     lines = [l for l in md.splitlines() if l.startswith("| ")]
     header, rows = lines[0], {l.split("|")[1].strip(): l for l in lines[1:]}
     assert header.split("|")[2].strip() == "NFE 5"
-    assert "**10 ± " in rows["dpmpp-2m"].split("|")[2]      # best at NFE 5
-    assert "**1 ± " in rows["my_solver"].split("|")[3]      # best at NFE 10
+    assert rows["dpmpp-2m"].split("|")[2].strip() == "**10.00 ± 0.50**"   # best at NFE 5 (2-digit half-width)
+    assert rows["my_solver"].split("|")[3].strip() == "**1.00 ± 0.50**"   # best at NFE 10
     assert "**" not in rows["ddim"]
     assert "|---|---:|---:|" in md
 
@@ -43,13 +43,14 @@ def test_latex_booktabs_structure():
     tex = to_latex(_frame(), "fid")
     lines = [l for l in tex.splitlines() if l and not l.startswith("%")]
     assert lines[0] == "\\begin{tabular}{lrr}" and lines[-1] == "\\end{tabular}"
-    assert lines[1] == "\\toprule" and lines[3] == "\\midrule" and lines[-2] == "\\bottomrule"
-    body = lines[4:-2]
+    assert lines[1] == "\\toprule" and lines[5] == "\\midrule" and lines[-2] == "\\bottomrule"
+    assert lines[2] == " & \\multicolumn{2}{c}{NFE} \\\\" and lines[3] == "\\cmidrule(lr){2-3}"   # NFE header row
+    body = lines[6:-2]
     assert len(body) == 3
-    for l in [lines[2]] + body:
+    for l in [lines[4]] + body:
         assert l.endswith("\\\\") and l.count("&") == 2   # 3 columns
     assert "my\\_solver" in tex                        # escaped for LaTeX
-    assert "\\textbf{1 $\\pm$" in tex
+    assert "\\textbf{1.00 $\\pm$ 0.50}" in tex
     assert tex.count("\\begin{tabular}") == tex.count("\\end{tabular}") == 1
 
 
