@@ -208,6 +208,8 @@ def _heatmap_figure(part: pd.DataFrame, model, g, metric: str, solvers=None, lab
     handles = [Patch(fill=False, lw=1.6, edgecolor="black", label="best in its column (within budget)")]
     handles += [Patch(facecolor="white", edgecolor=(0.35, 0.35, 0.35), hatch=HATCH[k][0], label=HATCH[k][1])
                 for k in HATCH if k in used]
+    if any((r, n) not in flags.index for r in rows for n in nfes):   # no cell: below that solver's minimum NFE
+        handles.append(Patch(facecolor="#eeeeee", edgecolor="none", label="blank: not run (below its minimum NFE)"))
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
     return fig
 

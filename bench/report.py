@@ -159,6 +159,23 @@ def _key_values(pairs) -> str:
 
 
 def protocol_section(meta: dict) -> str:
+    """The protocol card, folded under a one-line summary so that the leaders and heatmaps stay on the first
+    screen (`_card_body` has it in full)."""
+    card = meta.get("protocol")
+    spec = meta.get("spec") if isinstance(meta.get("spec"), dict) else {}
+    src = card if isinstance(card, dict) and card else spec
+    bits = [f"{src[k]} samples a cell" if k == "samples" else f"seeds {', '.join(map(str, src[k]))}"
+            if k == "seeds" and isinstance(src[k], list) else str(src[k])
+            for k in ("samples", "seeds", "dtype") if k in src]
+    commit = (card or {}).get("git_commit") if isinstance(card, dict) else meta.get("git_commit")
+    if commit:
+        bits.append(f"commit {str(commit)[:12]}")
+    what = "protocol card" if isinstance(card, dict) and card else "no protocol card (run made before cards)"
+    summary = f"{what}: {'; '.join(bits)} (click for all of it)" if bits else f"{what} (click to show)"
+    return f"<details class=\"card\"><summary>{esc(summary)}</summary>{_card_body(meta)}</details>"
+
+
+def _card_body(meta: dict) -> str:
     """The protocol card (run.json's "protocol", in bench.protocol's words); a run made before cards: what its
     run.json has, labelled as such."""
     card = meta.get("protocol")

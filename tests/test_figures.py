@@ -76,6 +76,18 @@ def test_heatmap_frames_the_best_within_budget_and_hatches_what_it_must_not_rank
     assert cells[(1, 2)] == "0.105" and cells[(0, 0)] == "2"                    # 'a' at 8 shown, hatched
 
 
+def _legend_labels(fig):
+    return [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+
+
+def test_heatmap_legend_names_blank_cells_only_when_a_solver_was_not_run_at_some_nfe():
+    grid = _grid()
+    blank = "blank: not run (below its minimum NFE)"
+    assert blank not in _legend_labels(figures._heatmap_figure(grid, "toy", 1.0, "fid"))
+    no_cell = grid[~((grid["solver"] == "a") & (grid["nfe"] == 4))]   # 'a' below its minimum at NFE 4
+    assert blank in _legend_labels(figures._heatmap_figure(no_cell, "toy", 1.0, "fid"))
+
+
 def test_leaders_figure_fills_resolved_and_leaves_ties_hollow(tmp_path):
     df = make_run(tmp_path, {"a": (0.2, 1), "copy": (0.2, 1), "far": (1.0, 3)})
     fig = figures._leaders_figure(figures.leaders_frame(df, tmp_path, replicates=20), "toy", 1.0, "fid")

@@ -238,6 +238,16 @@ def test_the_card_is_shown_in_its_own_words(tmp_path, no_leaders, monkeypatch):
     assert "protocol card shown raw: bench.protocol is not available" in page and "<th>samples</th><td>8</td>" in page
 
 
+def test_the_card_is_folded_under_a_summary_line(tmp_path, no_leaders):
+    """The leaders come first on the screen: the card sits in a <details> whose summary says the essentials."""
+    card = {"samples": 8, "seeds": [0, 1], "dtype": "float32", "git_commit": "0123456789abcdef", "models": {}}
+    page = report.write_report(make_run(tmp_path / "run", card=card)).read_text()
+    section = page.split('<section id="protocol">')[1].split("</section>")[0]
+    summary = section.split("<summary>")[1].split("</summary>")[0]
+    assert summary == "protocol card: 8 samples a cell; seeds 0, 1; float32; commit 0123456789ab (click for all of it)"
+    assert section.index("</summary>") < section.index('<ul class="card">') < section.index("</details>")
+
+
 def _fake_leaders(monkeypatch, frame=None, error=None):
     def leaders_frame(df, run_dir, metric="fid", top=5):
         assert metric == "fid" and top == 5 and len(df)
