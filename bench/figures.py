@@ -13,6 +13,7 @@ Each function returns the paths it wrote; `_*_figure` builds one figure (the tes
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from pathlib import Path
 
 import matplotlib
@@ -108,6 +109,7 @@ def _short(solver: str, width: int = 26) -> str:
 
 # ---- families and modifier pairs (the solvers' declared family and base) ------------------------------------
 
+@lru_cache(maxsize=None)   # the report asks once per results row
 def family(spec: str) -> str:
     """The declared family of a solver spec ('other' for one this process cannot build, e.g. a plugin's)."""
     try:

@@ -17,8 +17,9 @@ import html
 import io
 import json
 import math
-from functools import lru_cache
 from pathlib import Path
+
+from .figures import family as solver_family   # the solvers' declared family, cached
 
 REPORT_BUDGET = 4_500_000   # bytes of the whole page: the standard suite's must stay under 5 MB
 IMAGE_CAP = 450_000         # bytes of one inlined PNG (before base64)
@@ -264,18 +265,6 @@ def findings_section(df, run_dir: Path) -> str:
         out += ("<p>Not resolved (the runner-up's interval includes no difference), by NFE: " + esc("; ".join(
             f"{k}: {', '.join(v)}" for k, v in by_column.items())) + ".</p>")
     return out
-
-
-@lru_cache(maxsize=None)
-def solver_family(spec: str) -> str:
-    """The family a solver declares (its `family` capability, "other" by default); "other" also for a solver not
-    registered in this process (a plugin's)."""
-    from solvers import get_solver
-    from solvers.options import SpecError
-    try:
-        return str(get_solver(spec).family)
-    except SpecError:
-        return "other"
 
 
 def results_rows(df) -> tuple[list[str], list[list[str]]]:
